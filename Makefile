@@ -1,0 +1,49 @@
+# Two commands matter: `make reports` and `make test`. Both set up .venv first when needed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# A torch build installed before the project, so the `torch>=` range in pyproject is already met.
+# GPU users: keep the default (PyPI's Linux wheel has CUDA) or pick one, e.g.
+#   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH  ?= torch==2.13.0
+EXTRAS ?= dev
+STAMP  := $(VENV)/.mmduet-setup
+export PYTHONDONTWRITEBYTECODE := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup test test-fast reports lab lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m ipykernel install --sys-prefix --name mmduet --display-name "Python (mmduet)" >/dev/null
+	@touch $@
+
+# Everything but GPU tests; slow ones included (CI runs exactly this).
+test: setup
+	$(PY) -m pytest -m "not gpu"
+
+# The quick inner loop: slow and GPU tests deselected (pyproject's default).
+test-fast: setup
+	$(PY) -m pytest
+
+reports: setup
+	$(PY) -m mmduet_core reports --notebooks notebooks --out reports
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
+
+format: setup
+	$(VENV)/bin/ruff format mmduet_core tests
+	$(VENV)/bin/nbstripout notebooks/*.ipynb
+
+clean:
+	rm -rf reports/*.html reports/executed reports/metrics.json

@@ -1,0 +1,93 @@
+"""The project's own hygiene: notebooks, environment files, the command line."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from .conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+VENV_BIN = Path(sys.executable).parent
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ is empty"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_stripped(path):
+    nbstripout = VENV_BIN / "nbstripout"
+    result = subprocess.run([str(nbstripout), "--verify", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, f"{path.name} has outputs or execution metadata: run `make format`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_has_one_parameters_cell_of_typed_commented_literals(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
+    for line in tagged[0].source.splitlines():
+        if not line.strip():
+            continue
+        assert re.match(r"^[A-Z][A-Z0-9_]*: [\w\[\], |]+ = .+  # .+", line), f"{path.name}: untyped or uncommented: {line}"
+    assert nb.metadata["kernelspec"]["name"] == "mmduet"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_has_no_path_hacks_or_installs(path):
+    text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    assert "sys.path" not in text and "pip install" not in text
+
+
+def _requirement_name(req: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_installs_the_project_and_pins_nothing_twice():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert any(re.fullmatch(r"-e \.(\[[\w,]+\])?", p) for p in pip), "pip section must install this project"
+    assert len(pip) == 1, "Python packages belong in pyproject.toml, not in environment.yml"
+    python_deps = {_requirement_name(r) for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        python_deps |= {_requirement_name(r) for r in extra}
+    conda_names = {re.split(r"[=<> ]", d)[0].lower() for d in conda}
+    assert not (conda_names - {"python", "pip"}) & python_deps, "listed in both environment.yml and pyproject"
+    assert {"python", "pip", "openjdk", "ffmpeg"} <= conda_names
+
+
+def test_cli_version_and_help():
+    out = subprocess.run([sys.executable, "-m", "mmduet_core", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("mmduet ")
+    out = subprocess.run([sys.executable, "-m", "mmduet_core", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "doctor" in out.stdout
+
+
+def test_kernel_named_mmduet_imports_the_package():
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("mmduet")
+    python = spec.argv[0]
+    out = subprocess.run([python, "-c", "import mmduet_core, json; print(json.dumps(mmduet_core.__file__))"],
+                         capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert Path(json.loads(out.stdout)).resolve().is_relative_to(ROOT)
+
+
+def test_java_major_parsing():
+    from mmduet_core.doctor import java_major
+
+    assert java_major('openjdk version "17.0.15" 2025-04-15') == 17
+    assert java_major('java version "1.8.0_392"') == 8
+    assert java_major(None) is None
