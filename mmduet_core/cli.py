@@ -33,6 +33,27 @@ def _cmd_reports(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_convert(args) -> int:
+    from .data.benchmarks import write_examples
+    from .data.convert import convert
+
+    examples, benchmark = convert(args.source, args.src, args.seed)
+    write_examples(examples, args.out)
+    _print_json({"source": args.source, "benchmark": benchmark, "examples": len(examples),
+                 "videos": len({e["video"] for e in examples}), "out": str(args.out)})
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from .data.benchmarks import read_benchmark
+
+    examples, errors = read_benchmark(args.file, args.benchmark, strict=not args.lenient, on_error="skip")
+    for line in errors:
+        print(line, file=sys.stderr)
+    _print_json({"benchmark": args.benchmark, "valid": len(examples), "invalid": len(errors)})
+    return 1 if errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmduet", description="MMDuet: model, streaming duet, evaluation, reports.")
     parser.add_argument("--version", action="version", version=f"mmduet {__version__}")
@@ -49,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports")
     p.add_argument("--only", nargs="*", help="substrings of notebook names to run")
     p.set_defaults(func=_cmd_reports)
+
+    p = sub.add_parser("convert", help="public gold files -> MMDuet benchmark test files")
+    p.add_argument("source", choices=["qvh", "charades", "youcook2"])
+    p.add_argument("--src", required=True, help="the public gold file")
+    p.add_argument("--out", required=True, help="the MMDuet-format JSON to write")
+    p.add_argument("--seed", type=int, default=42, help="seed of the prompt draw")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("validate", help="check a benchmark test file; one line per bad example")
+    p.add_argument("benchmark", choices=["dvc", "magqa", "grounding", "highlight"])
+    p.add_argument("file")
+    p.add_argument("--lenient", action="store_true", help="ignore unknown fields")
+    p.set_defaults(func=_cmd_validate)
 
     for register in _REGISTRARS:
         register(sub)

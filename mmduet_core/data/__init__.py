@@ -1,0 +1,1 @@
+"""Benchmark and training annotations: readers, validators, converters from public gold files."""

@@ -1,0 +1,176 @@
+"""The four MMDuet benchmark test formats: reading, validation, and the gold each evaluator needs.
+
+An example (one JSON object of a list file, or one line of a .jsonl file):
+
+    {"question_id": ..., "video": "rel/path.mp4", "duration": 30.0,
+     "conversation": [{"role": "user", "content": "...", "time": 0.0}], ...gold fields}
+
+Gold fields by benchmark: dvc (YouCook2) and magqa (Shot2Story-MAGQA): `answer` = [{"content", "time": [s, e]}];
+grounding (Charades-STA): `timestamps` = [[s, e], ...]; highlight (QVHighlights): `relevant_clip_ids`,
+`saliency_scores` (3 annotators per clip), optional `relevant_windows`, `qid`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+Benchmark = Literal["dvc", "magqa", "grounding", "highlight"]
+BENCHMARKS: tuple[str, ...] = ("dvc", "magqa", "grounding", "highlight")
+
+_COMMON = {"question_id", "video", "conversation", "duration", "video_duration", "query", "vid", "source"}
+_GOLD = {
+    "dvc": {"answer"},
+    "magqa": {"answer", "question"},
+    "grounding": {"timestamps", "sentence"},
+    "highlight": {"qid", "relevant_clip_ids", "saliency_scores", "relevant_windows"},
+}
+_REQUIRED = {"dvc": ("answer",), "magqa": ("answer",), "grounding": ("timestamps",),
+             "highlight": ("relevant_clip_ids", "saliency_scores")}
+TIME_SLACK = 0.5  # seconds past the stated duration tolerated (container durations are rounded)
+
+
+class DataError(ValueError):
+    """Bad annotation; the message names the file and the example in one line."""
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """A JSON list, a JSON object of objects ({id: example}), or JSON lines."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    text = path.read_text()
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    if path.suffix == ".jsonl":
+        records = []
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{line_no}: not JSON ({exc.msg})") from exc
+        return records
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+    if isinstance(data, dict):
+        return [{"question_id": k, **v} if isinstance(v, dict) else v for k, v in data.items()]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of examples, got {type(data).__name__}")
+    return data
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_time(t, duration: float | None, what: str) -> None:
+    if not _is_number(t):
+        raise ValueError(f"{what} is not a number: {t!r}")
+    if t < 0 or (duration is not None and t > duration + TIME_SLACK):
+        raise ValueError(f"{what} {t} is outside the video (0 to {duration})")
+
+
+def _check_span(span, duration: float | None, what: str) -> None:
+    if not (isinstance(span, list | tuple) and len(span) == 2):
+        raise ValueError(f"{what} must be [start, end], got {span!r}")
+    _check_time(span[0], duration, f"{what} start")
+    _check_time(span[1], duration, f"{what} end")
+    if span[1] < span[0]:
+        raise ValueError(f"{what} ends before it starts: {span!r}")
+
+
+def validate_example(example: dict, benchmark: Benchmark, strict: bool = True) -> None:
+    """Raise ValueError (a short reason) when `example` is not a valid `benchmark` test example."""
+    if not isinstance(example, dict):
+        raise ValueError(f"an example must be an object, got {type(example).__name__}")
+    for key in ("question_id", "video", "conversation"):
+        if key not in example:
+            raise ValueError(f"missing field {key!r}")
+    if not isinstance(example["question_id"], str | int) or isinstance(example["question_id"], bool):
+        raise ValueError(f"question_id must be a string or integer, got {example['question_id']!r}")
+    if not isinstance(example["video"], str) or not example["video"]:
+        raise ValueError(f"video must be a relative path, got {example['video']!r}")
+    duration = example.get("duration", example.get("video_duration"))
+    if duration is not None and (not _is_number(duration) or duration <= 0):
+        raise ValueError(f"duration must be a positive number, got {duration!r}")
+    conv = example["conversation"]
+    if not isinstance(conv, list) or not conv:
+        raise ValueError("conversation must be a non-empty list of turns")
+    for k, turn in enumerate(conv):
+        if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant", "system"):
+            raise ValueError(f"turn {k}: role must be user, assistant or system")
+        if not isinstance(turn.get("content"), str):
+            raise ValueError(f"turn {k}: content must be a string")
+        if turn["role"] != "system":
+            _check_time(turn.get("time"), duration, f"turn {k} time")
+    if not any(t["role"] == "user" for t in conv):
+        raise ValueError("conversation has no user turn")
+    for key in _REQUIRED[benchmark]:
+        if key not in example:
+            raise ValueError(f"missing gold field {key!r} for {benchmark}")
+    if strict:
+        unknown = set(example) - _COMMON - _GOLD[benchmark]
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)} for {benchmark} (strict=False ignores them)")
+    if benchmark in ("dvc", "magqa"):
+        if not isinstance(example["answer"], list) or not example["answer"]:
+            raise ValueError("answer must be a non-empty list")
+        for k, ans in enumerate(example["answer"]):
+            if not isinstance(ans, dict) or not isinstance(ans.get("content"), str):
+                raise ValueError(f"answer {k}: content must be a string")
+            _check_span(ans.get("time"), duration, f"answer {k} time")
+    elif benchmark == "grounding":
+        spans = example["timestamps"]
+        if not isinstance(spans, list) or not spans:
+            raise ValueError("timestamps must be a non-empty list of [start, end]")
+        for k, span in enumerate(spans):
+            _check_span(span, duration, f"timestamps[{k}]")
+    else:
+        ids, scores = example["relevant_clip_ids"], example["saliency_scores"]
+        if not isinstance(ids, list) or not isinstance(scores, list) or len(ids) != len(scores):
+            raise ValueError("relevant_clip_ids and saliency_scores must be lists of the same length")
+        if not all(isinstance(i, int) and i >= 0 for i in ids):
+            raise ValueError("relevant_clip_ids must be non-negative integers")
+        if not all(isinstance(s, list) and all(_is_number(v) for v in s) for s in scores):
+            raise ValueError("saliency_scores must be lists of numbers (one per annotator)")
+
+
+def read_benchmark(path: str | Path, benchmark: Benchmark, strict: bool = True,
+                   on_error: Literal["raise", "skip"] = "raise") -> tuple[list[dict], list[str]]:
+    """Read and validate a test file. Returns (examples, errors); with on_error="skip" bad examples are left
+    out and each is described in `errors` instead of raising."""
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; one of {', '.join(BENCHMARKS)}")
+    path = Path(path)
+    examples, errors, seen = [], [], set()
+    for index, example in enumerate(read_records(path)):
+        qid = example.get("question_id") if isinstance(example, dict) else None
+        try:
+            validate_example(example, benchmark, strict)
+            if qid in seen:
+                raise ValueError("duplicate question_id")
+            seen.add(qid)
+        except ValueError as exc:
+            message = f"{path} example {index} (question_id {qid!r}): {exc}"
+            if on_error == "raise":
+                raise DataError(message) from None
+            errors.append(message)
+            continue
+        examples.append(example)
+    return examples, errors
+
+
+def write_examples(examples: Iterable[dict], path: str | Path) -> Path:
+    """Write a test file as a JSON list (the upstream test-file form)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(list(examples), indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,309 @@
+"""Reading videos as MMDuet sees them: frame sampling, resize-and-pad, metadata cache (upstream spec §4.1, §5.1).
+
+Upstream decodes every frame with OpenCV and keeps a frame when a clock, advanced by 1 / video_fps per decoded
+frame, reaches the next target time i / fps. `source_indices` computes exactly which source frames that rule
+keeps (float accumulation included); `read_video` then decodes only those frames with decord (PyAV where
+decord is unavailable), so memory is bounded by the selected frames, never the whole video.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FrameCountRule = Literal["ceil", "floor"]
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+
+
+class VideoError(ValueError):
+    """A video that cannot be used; the message names the file and the reason in one line."""
+
+
+@dataclass
+class VideoInfo:
+    """What the container says: frames per second, frame count, duration = frame_count / fps (as upstream)."""
+
+    path: str
+    fps: float
+    frame_count: int
+    width: int = 0
+    height: int = 0
+
+    @property
+    def duration(self) -> float:
+        return self.frame_count / self.fps if self.fps > 0 else 0.0
+
+
+@dataclass
+class Clip:
+    """Frames ready for the model, with their times. frames: uint8 (T, 3, R, R) RGB."""
+
+    frames: torch.Tensor
+    times: np.ndarray  # (T,) seconds, k / fps
+    fps: float  # sampling rate used
+    duration: float  # the whole video's duration, seconds
+    source_indices: np.ndarray  # (T,) index of each frame in the decoded stream
+    path: str = ""
+    original: list[np.ndarray] | None = field(default=None, repr=False)  # (H, W, 3) uint8 per frame, for display
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+# ---- which frames -------------------------------------------------------------------------------------------
+
+def source_indices(frame_count: int, video_fps: float, fps: float, max_frames: int | None = None,
+                   rule: FrameCountRule = "ceil") -> tuple[np.ndarray, float]:
+    """Indices of the decoded frames upstream keeps, and the sampling fps it used.
+
+    duration = frame_count / video_fps; fps <= 0 spreads `max_frames` over the video; N = ceil (test time) or
+    floor (demo, training) of duration * fps targets at i / fps; a decoded frame is taken for the next target
+    when the clock (sum of 1 / video_fps over earlier frames) is >= the target; at most `max_frames` kept.
+    """
+    if video_fps <= 0 or frame_count <= 0:
+        return np.zeros(0, dtype=np.int64), fps
+    duration = frame_count / video_fps
+    if fps <= 0:
+        if not max_frames:
+            raise ValueError("fps <= 0 needs max_frames (the frames to spread over the video)")
+        fps = max_frames / duration
+    n_targets = math.ceil(duration * fps) if rule == "ceil" else math.floor(duration * fps)
+    if max_frames is not None:
+        n_targets = min(n_targets, max_frames)
+    taken: list[int] = []
+    clock, step = 0.0, 1.0 / video_fps
+    for index in range(frame_count):
+        if len(taken) >= n_targets:
+            break
+        if clock >= len(taken) / fps:
+            taken.append(index)
+        clock += step
+    return np.asarray(taken, dtype=np.int64), fps
+
+
+# ---- resize and pad -----------------------------------------------------------------------------------------
+
+def resized_shape(height: int, width: int, resolution: int) -> tuple[int, int]:
+    """Upstream's arithmetic: the long side becomes `resolution`, the short side int() of the scaled size."""
+    if width > height:
+        return int(height / width * resolution), resolution
+    return resolution, int(width / height * resolution)
+
+
+def resize_and_pad(frames: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> uint8 (T, 3, R, R): bilinear resize (OpenCV's INTER_LINEAR geometry, half-pixel
+    centres, no antialiasing) of the long side to R, then black padding split //2 and (+1)//2."""
+    t, h, w, _ = frames.shape
+    x = frames.permute(0, 3, 1, 2)  # (T, 3, H, W)
+    if (h, w) == (resolution, resolution):
+        return x.contiguous()
+    new_h, new_w = resized_shape(h, w, resolution)
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x.float(), size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
+    top, left = (resolution - new_h) // 2, (resolution - new_w) // 2
+    bottom, right = resolution - new_h - top, resolution - new_w - left
+    return F.pad(x, (left, right, top, bottom), value=0)  # (T, 3, R, R)
+
+
+# ---- decoding -----------------------------------------------------------------------------------------------
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise VideoError(f"{path}: no such video file")
+    if path.is_dir():
+        raise VideoError(f"{path}: is a folder, not a video file")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file (0 bytes)")
+
+
+def _decord_available() -> bool:
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def probe_video(path: str | Path, backend: str = "auto") -> VideoInfo:
+    """Frame rate and frame count of a video, without decoding it."""
+    path = Path(path)
+    _check_file(path)
+    backend = _pick_backend(backend)
+    try:
+        if backend == "decord":
+            import decord
+
+            vr = decord.VideoReader(str(path), num_threads=1)
+            h, w = vr[0].shape[:2] if len(vr) else (0, 0)
+            return VideoInfo(str(path), float(vr.get_avg_fps()), len(vr), w, h)
+        import av
+
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            count = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+            return VideoInfo(str(path), float(rate or 0), int(count), stream.width, stream.height)
+    except VideoError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every decoder failure becomes one line naming the file
+        raise VideoError(f"{path}: not a readable video ({type(exc).__name__}: {str(exc).strip()[:160]})") from exc
+
+
+def _pick_backend(backend: str) -> str:
+    if backend == "auto":
+        return "decord" if _decord_available() else "pyav"
+    if backend not in ("decord", "pyav"):
+        raise ValueError(f"unknown video backend {backend!r} (decord, pyav or auto)")
+    return backend
+
+
+def _decode_decord(path: Path, indices: np.ndarray, chunk: int) -> Iterable[np.ndarray]:
+    import decord
+
+    vr = decord.VideoReader(str(path), num_threads=1)
+    for start in range(0, len(indices), chunk):
+        yield vr.get_batch(indices[start:start + chunk].tolist()).asnumpy()  # (c, H, W, 3) RGB
+
+
+def _decode_pyav(path: Path, indices: np.ndarray, chunk: int) -> Iterable[np.ndarray]:
+    import av
+
+    wanted = set(indices.tolist())
+    batch: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        last = int(indices[-1])
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted:
+                batch.append(frame.to_ndarray(format="rgb24"))
+                if len(batch) == chunk:
+                    yield np.stack(batch)
+                    batch = []
+            if index >= last:
+                break
+    if batch:
+        yield np.stack(batch)
+
+
+def read_video(path: str | Path, fps: float = 2.0, max_frames: int | None = 400, resolution: int = 384,
+               rule: FrameCountRule = "ceil", keep_original: bool = False, backend: str = "auto",
+               chunk: int = 32) -> Clip:
+    """Decode the frames upstream would feed the model.
+
+    fps: sampling rate (<= 0: `max_frames` spread over the video). rule: "ceil" frame count (benchmark
+    inference) or "floor" (demo and training). keep_original: also return the decoded frames at their original
+    size (for display). Long videos are truncated at `max_frames`, as upstream.
+    """
+    path = Path(path)
+    info = probe_video(path, backend)
+    if info.fps <= 0 or info.frame_count <= 0:
+        raise VideoError(f"{path}: no frames or no frame rate in the container (fps {info.fps}, {info.frame_count} frames)")
+    indices, used_fps = source_indices(info.frame_count, info.fps, fps, max_frames, rule)
+    if len(indices) == 0:
+        raise VideoError(f"{path}: shorter than one frame interval ({info.duration:.3f} s at {used_fps:g} fps)")
+    decode = _decode_decord if _pick_backend(backend) == "decord" else _decode_pyav
+    frames, originals = [], [] if keep_original else None
+    try:
+        for batch in decode(path, indices, chunk):
+            frames.append(resize_and_pad(torch.from_numpy(batch), resolution))
+            if originals is not None:
+                originals.extend(batch)
+    except Exception as exc:  # noqa: BLE001
+        raise VideoError(f"{path}: decoding failed ({type(exc).__name__}: {str(exc).strip()[:160]})") from exc
+    out = torch.cat(frames) if frames else torch.zeros(0, 3, resolution, resolution, dtype=torch.uint8)
+    if out.shape[0] < len(indices):  # truncated file: fewer decodable frames than the header says
+        raise VideoError(f"{path}: truncated, {out.shape[0]} of {len(indices)} selected frames decodable")
+    times = np.arange(len(indices)) / used_fps
+    return Clip(out, times, used_fps, info.duration, indices, str(path), originals)
+
+
+# ---- metadata cache -----------------------------------------------------------------------------------------
+
+def _stat_key(path: Path) -> tuple[int, float]:
+    st = path.stat()
+    return st.st_size, round(st.st_mtime, 3)
+
+
+def build_metadata(video_root: str | Path, cache_path: str | Path | None = None, workers: int | None = None,
+                   progress: bool = True) -> dict[str, dict]:
+    """`videos_metadata.json` for every video under `video_root`: {relative path: {duration, fps, frame_count,
+    path, size, mtime}}. Entries whose file size and mtime are unchanged are reused; unreadable files are
+    recorded with an `error`. Written atomically when `cache_path` is given (default: inside video_root)."""
+    from tqdm.auto import tqdm
+
+    root = Path(video_root)
+    cache_path = Path(cache_path) if cache_path else root / "videos_metadata.json"
+    cached = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    result: dict[str, dict] = {}
+    todo = []
+    for p in files:
+        rel = p.relative_to(root).as_posix()
+        size, mtime = _stat_key(p)
+        old = cached.get(rel)
+        if old and old.get("size") == size and old.get("mtime") == mtime:
+            result[rel] = old
+        else:
+            todo.append((rel, p, size, mtime))
+
+    def probe(item):
+        rel, p, size, mtime = item
+        try:
+            info = probe_video(p)
+            entry = {"duration": info.duration, "fps": info.fps, "frame_count": info.frame_count}
+        except VideoError as exc:
+            entry = {"duration": 0.0, "fps": 0.0, "frame_count": 0, "error": str(exc)}
+        return rel, {**entry, "path": str(p), "size": size, "mtime": mtime}
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        for rel, entry in tqdm(pool.map(probe, todo), total=len(todo), disable=not progress or not todo,
+                               desc="video metadata"):
+            result[rel] = entry
+    result = dict(sorted(result.items()))
+    if result != cached:
+        tmp = cache_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, cache_path)
+    return result
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, codec: str = "libx264",
+                crf: int = 18) -> Path:
+    """Encode RGB uint8 frames (H, W, 3) to an H.264 mp4 with PyAV (used by the toy world and tests).
+
+    fps may be fractional (29.97 is written as 30000/1001). Odd sizes are allowed (yuv444p is used then,
+    since 4:2:0 needs even sides)."""
+    import fractions
+
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = fractions.Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w") as container:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                h, w = frame.shape[:2]
+                stream = container.add_stream(codec, rate=rate)
+                stream.width, stream.height = w, h
+                stream.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
+                stream.options = {"crf": str(crf), "preset": "veryfast"}
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
