@@ -54,6 +54,41 @@ def _cmd_validate(args) -> int:
     return 1 if errors else 0
 
 
+def _cmd_evaluate(args) -> int:
+    if args.benchmark == "highlight":
+        from .evaluation.highlight import evaluate_highlight
+
+        result = evaluate_highlight(args.pred, args.gold, window=args.window if args.window is not None else 2,
+                                    sweep=args.sweep)
+    elif args.benchmark == "grounding":
+        from .evaluation.grounding import evaluate_grounding
+
+        result = evaluate_grounding(args.pred, args.gold, window=args.window if args.window is not None else 6,
+                                    threshold=args.threshold, sweep=args.sweep)
+    elif args.benchmark == "dvc":
+        from .evaluation.dvc import evaluate_dvc
+
+        result = evaluate_dvc(args.pred, args.gold, first_caption=args.first_caption)
+    else:
+        from .evaluation.magqa import evaluate_magqa
+
+        result = evaluate_magqa(args.pred, args.gold, judge=args.judge, cache_path=args.cache,
+                                num_examples=args.num_examples)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    _print_json(result)
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from . import bench
+
+    _print_json(bench.run(args.what, args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmduet", description="MMDuet: model, streaming duet, evaluation, reports.")
     parser.add_argument("--version", action="version", version=f"mmduet {__version__}")
@@ -83,6 +118,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--lenient", action="store_true", help="ignore unknown fields")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("evaluate", help="score predictions against gold (prints the metric JSON)")
+    p.add_argument("benchmark", choices=["highlight", "grounding", "dvc", "magqa"])
+    p.add_argument("--pred", required=True, help="inference records (JSONL) or a submission/result file")
+    p.add_argument("--gold", required=True)
+    p.add_argument("--window", type=int, help="smoothing window (highlight: 2, grounding: 6)")
+    p.add_argument("--threshold", type=float, default=0.5, help="grounding: normalised relevance threshold")
+    p.add_argument("--sweep", action="store_true", help="every window (and threshold), with the oracle row")
+    p.add_argument("--first-caption", choices=["drop", "keep"], default="drop",
+                   help="dvc: upstream drops each video's first caption (drop); keep = corrected")
+    p.add_argument("--judge", default="offline", help="magqa: offline | hf:<model id> | openai[:<model>]")
+    p.add_argument("--cache", help="magqa: file of judged pairs reused across runs")
+    p.add_argument("--num-examples", type=int, help="magqa: examples to average over (missing count 1)")
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("bench", help="side-by-side timings in one run, printed as ratios")
+    p.add_argument("what", choices=["stream", "video", "eval"])
+    p.add_argument("--gold", help="eval: Charades-STA gold (default: ../shared or the test subset)")
+    p.add_argument("--videos", nargs="*", help="video: files to decode")
+    p.add_argument("--repeat", type=int, default=3)
+    p.set_defaults(func=_cmd_bench)
 
     for register in _REGISTRARS:
         register(sub)

@@ -137,23 +137,25 @@ def _decord_available() -> bool:
 
 def probe_video(path: str | Path, backend: str = "auto") -> VideoInfo:
     """Frame rate and frame count of a video, without decoding it."""
-    path = Path(path)
+    return _open(Path(path), _pick_backend(backend))[0]
+
+
+def _open(path: Path, backend: str):
+    """(VideoInfo, an open decord reader or None); every failure is one VideoError line naming the file."""
     _check_file(path)
-    backend = _pick_backend(backend)
     try:
         if backend == "decord":
             import decord
 
-            vr = decord.VideoReader(str(path), num_threads=1)
-            h, w = vr[0].shape[:2] if len(vr) else (0, 0)
-            return VideoInfo(str(path), float(vr.get_avg_fps()), len(vr), w, h)
+            vr = decord.VideoReader(str(path), num_threads=0)
+            return VideoInfo(str(path), float(vr.get_avg_fps()), len(vr)), vr
         import av
 
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate
             count = stream.frames or sum(1 for p in container.demux(stream) if p.size)
-            return VideoInfo(str(path), float(rate or 0), int(count), stream.width, stream.height)
+            return VideoInfo(str(path), float(rate or 0), int(count), stream.width, stream.height), None
     except VideoError:
         raise
     except Exception as exc:  # noqa: BLE001 - every decoder failure becomes one line naming the file
@@ -168,15 +170,15 @@ def _pick_backend(backend: str) -> str:
     return backend
 
 
-def _decode_decord(path: Path, indices: np.ndarray, chunk: int) -> Iterable[np.ndarray]:
+def _decode_decord(path: Path, indices: np.ndarray, chunk: int, reader=None) -> Iterable[np.ndarray]:
     import decord
 
-    vr = decord.VideoReader(str(path), num_threads=1)
+    vr = reader if reader is not None else decord.VideoReader(str(path), num_threads=0)
     for start in range(0, len(indices), chunk):
         yield vr.get_batch(indices[start:start + chunk].tolist()).asnumpy()  # (c, H, W, 3) RGB
 
 
-def _decode_pyav(path: Path, indices: np.ndarray, chunk: int) -> Iterable[np.ndarray]:
+def _decode_pyav(path: Path, indices: np.ndarray, chunk: int, reader=None) -> Iterable[np.ndarray]:
     import av
 
     wanted = set(indices.tolist())
@@ -199,7 +201,7 @@ def _decode_pyav(path: Path, indices: np.ndarray, chunk: int) -> Iterable[np.nda
 
 def read_video(path: str | Path, fps: float = 2.0, max_frames: int | None = 400, resolution: int = 384,
                rule: FrameCountRule = "ceil", keep_original: bool = False, backend: str = "auto",
-               chunk: int = 32) -> Clip:
+               chunk: int = 8) -> Clip:
     """Decode the frames upstream would feed the model.
 
     fps: sampling rate (<= 0: `max_frames` spread over the video). rule: "ceil" frame count (benchmark
@@ -207,16 +209,17 @@ def read_video(path: str | Path, fps: float = 2.0, max_frames: int | None = 400,
     size (for display). Long videos are truncated at `max_frames`, as upstream.
     """
     path = Path(path)
-    info = probe_video(path, backend)
+    backend = _pick_backend(backend)
+    info, reader = _open(path, backend)
     if info.fps <= 0 or info.frame_count <= 0:
         raise VideoError(f"{path}: no frames or no frame rate in the container (fps {info.fps}, {info.frame_count} frames)")
     indices, used_fps = source_indices(info.frame_count, info.fps, fps, max_frames, rule)
     if len(indices) == 0:
         raise VideoError(f"{path}: shorter than one frame interval ({info.duration:.3f} s at {used_fps:g} fps)")
-    decode = _decode_decord if _pick_backend(backend) == "decord" else _decode_pyav
+    decode = _decode_decord if backend == "decord" else _decode_pyav
     frames, originals = [], [] if keep_original else None
     try:
-        for batch in decode(path, indices, chunk):
+        for batch in decode(path, indices, chunk, reader):
             frames.append(resize_and_pad(torch.from_numpy(batch), resolution))
             if originals is not None:
                 originals.extend(batch)

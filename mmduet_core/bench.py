@@ -1,0 +1,152 @@
+"""`mmduet bench {stream,video,eval}`: two approaches timed on the same input in one run, reported as a ratio.
+
+Timings are wall-clock medians over `--repeat` runs; they are for comparing the two sides of one run, not
+across machines.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED_CHARADES = Path("../shared/data/charades_sta/charades_test.json")
+
+
+def _median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(max(repeat, 1)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ---- eval ---------------------------------------------------------------------------------------------------
+
+def bench_eval(gold: str | Path | None = None, repeat: int = 3, seed: int = 0) -> dict:
+    """Vectorised grounding sweep vs the per-query loop, on Charades-STA gold with seeded random scores."""
+    from .data.convert import convert_charades
+    from .evaluation.grounding import THRESHOLDS, WINDOWS, frame_iou_loop, frame_ious, gold_mask, pad_series
+
+    gold = Path(gold) if gold else SHARED_CHARADES
+    if not gold.exists():
+        raise FileNotFoundError(f"{gold}: Charades-STA gold not found; pass --gold charades_test.json")
+    examples = convert_charades(gold)
+    rng = np.random.default_rng(seed)
+    times = [np.arange(int(np.ceil(e["duration"] * 2))) / 2 for e in examples]
+    scores = [rng.random(len(t)) for t in times]
+    spans = [e["timestamps"] for e in examples]
+    t_pad, lengths = pad_series(times)
+    s_pad, _ = pad_series(scores)
+    gmask = gold_mask(t_pad, spans)
+
+    # the loop is too slow for the full grid, so both sides run the same sub-grid for the ratio
+    windows, thresholds = (0, 6, 14), (0.3, 0.5, 0.7)
+
+    def loop():
+        return [[[frame_iou_loop(t, s, sp, w, th) for t, s, sp in zip(times, scores, spans, strict=True)]
+                 for th in thresholds] for w in windows]
+
+    vec_time = _median_time(lambda: frame_ious(s_pad, lengths, gmask, windows, thresholds), repeat)
+    loop_time = _median_time(loop, 1)
+    same = np.allclose(np.asarray(loop()), frame_ious(s_pad, lengths, gmask, windows, thresholds))
+    full_time = _median_time(lambda: frame_ious(s_pad, lengths, gmask, WINDOWS, THRESHOLDS), repeat)
+    return {"benchmark": "eval", "queries": len(examples), "grid_compared": f"{len(windows)} windows x {len(thresholds)} thresholds",
+            "loop_s": round(loop_time, 3), "vectorised_s": round(vec_time, 4), "ratio": round(loop_time / vec_time, 1),
+            "identical_ious": bool(same), "full_sweep_vectorised_s": round(full_time, 3),
+            "full_sweep": f"{len(WINDOWS)} windows x {len(THRESHOLDS)} thresholds",
+            "goal": "ratio >= 20"}
+
+
+# ---- video --------------------------------------------------------------------------------------------------
+
+_DECODE_SNIPPET = r"""
+import json, resource, sys, time
+import numpy as np
+mode, path, fps = sys.argv[1], sys.argv[2], float(sys.argv[3])
+if mode == "ours":
+    from mmduet_core.video import read_video
+else:
+    import math, cv2
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+baseline = rss_mb()
+start = time.perf_counter()
+if mode == "ours":
+    clip = read_video(path, fps=fps, max_frames=None, resolution=384)
+    frames, indices = clip.frames.numpy(), clip.source_indices
+else:
+    cap = cv2.VideoCapture(path)
+    vfps = cap.get(cv2.CAP_PROP_FPS); n = math.ceil(cap.get(cv2.CAP_PROP_FRAME_COUNT) / vfps * fps)
+    out, indices, clock, i = [], [], 0.0, 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if len(out) < n and clock >= len(out) / fps:
+            h, w = frame.shape[:2]
+            if w > h: nw, nh = 384, int(h / w * 384)
+            else: nh, nw = 384, int(w / h * 384)
+            if (h, w) != (384, 384):
+                frame = cv2.resize(frame, (nw, nh))
+                t, l = (384 - nh) // 2, (384 - nw) // 2
+                frame = cv2.copyMakeBorder(frame, t, 384 - nh - t, l, 384 - nw - l, cv2.BORDER_CONSTANT, value=0)
+            out.append(frame[:, :, ::-1].transpose(2, 0, 1)); indices.append(i)
+        clock += 1 / vfps; i += 1
+    frames = np.stack(out)
+elapsed = time.perf_counter() - start
+print(json.dumps({"seconds": elapsed, "frames": int(len(frames)), "indices": [int(x) for x in indices],
+                  "checksum": int(frames.sum(dtype=np.int64)),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "baseline_rss_mb": baseline}))
+"""
+
+
+def _decode_in_subprocess(mode: str, path: str, fps: float) -> dict:
+    out = subprocess.run([sys.executable, "-c", _DECODE_SNIPPET, mode, path, str(fps)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_video(videos: list[str] | None = None, repeat: int = 3) -> dict:
+    """Our loader (decode only the kept frames) vs upstream's (OpenCV decodes every frame), each in a fresh
+    process so peak memory is its own, at 0.5 and 2 fps on the same files."""
+    import importlib.util
+
+    if importlib.util.find_spec("cv2") is None:
+        raise RuntimeError("bench video compares against OpenCV: pip install opencv-python-headless")
+    if not videos:
+        raise ValueError("pass --videos FILE [FILE ...]")
+    rows = []
+    for path in videos:
+        for fps in (0.5, 2.0):
+            runs = {mode: [_decode_in_subprocess(mode, path, fps) for _ in range(max(repeat, 1))]
+                    for mode in ("ours", "upstream")}
+            ours = min(runs["ours"], key=lambda r: r["seconds"])
+            up = min(runs["upstream"], key=lambda r: r["seconds"])
+            rows.append({"video": Path(path).name, "fps": fps, "frames": ours["frames"],
+                         "ours_frames_per_s": round(ours["frames"] / ours["seconds"], 1),
+                         "upstream_frames_per_s": round(up["frames"] / up["seconds"], 1),
+                         "ratio": round(up["seconds"] / ours["seconds"], 2),
+                         "same_frames": ours["indices"] == up["indices"],
+                         "ours_peak_mb_above_imports": round(ours["peak_rss_mb"] - ours["baseline_rss_mb"], 1),
+                         "upstream_peak_mb_above_imports": round(up["peak_rss_mb"] - up["baseline_rss_mb"], 1),
+                         "selected_frames_mb": round(ours["frames"] * 3 * 384 * 384 / 2**20, 1)})
+    return {"benchmark": "video", "rows": rows, "note": "imports happen before the clock; memory is peak RSS minus RSS after imports"}
+
+
+def run(what: str, args) -> dict:
+    if what == "eval":
+        return bench_eval(args.gold, args.repeat)
+    if what == "video":
+        return bench_video(args.videos, args.repeat)
+    from .stream_bench import bench_stream
+
+    return bench_stream(args)

@@ -1,0 +1,1 @@
+"""Evaluators, one module per benchmark, each with an `evaluate_*` entry point returning the contract keys."""
