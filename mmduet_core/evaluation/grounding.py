@@ -58,19 +58,24 @@ def pad_series(series: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def smooth(scores: np.ndarray, lengths: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average over [i - w, i + w], clipped to each row's length. (Q, N) -> (Q, N)."""
+    """Centred moving average over [i - w, i + w], clipped to each row's length. (Q, N) -> (Q, N).
+
+    Sums are accumulated left to right from 0.0, as a per-frame Python `sum` does, so the results are
+    bit-identical to the straightforward loop (thresholds compare exactly)."""
     if window == 0:
         return scores.copy()
     q, n = scores.shape
-    cumsum = np.zeros((q, n + 1))
-    cumsum[:, 1:] = np.nancumsum(scores, axis=1)
-    idx = np.arange(n)
-    lo = np.maximum(idx - window, 0)[None, :].repeat(q, 0)
-    hi = np.minimum(idx[None, :] + window, lengths[:, None] - 1)
-    hi = np.maximum(hi, lo)
-    total = np.take_along_axis(cumsum, hi + 1, 1) - np.take_along_axis(cumsum, lo, 1)
-    out = total / (hi - lo + 1)
-    out[idx[None, :] >= lengths[:, None]] = np.nan
+    valid = np.arange(n)[None, :] < lengths[:, None]  # (Q, N)
+    values = np.where(valid, scores, 0.0)
+    total = np.zeros((q, n))
+    count = np.zeros((q, n))
+    for offset in range(-window, window + 1):
+        src = slice(max(offset, 0), n + min(offset, 0))  # j = i + offset
+        dst = slice(max(-offset, 0), n - max(offset, 0))
+        total[:, dst] += values[:, src]
+        count[:, dst] += valid[:, src]
+    out = total / np.maximum(count, 1)
+    out[~valid] = np.nan
     return out
 
 
