@@ -142,11 +142,70 @@ def bench_video(videos: list[str] | None = None, repeat: int = 3) -> dict:
     return {"benchmark": "video", "rows": rows, "note": "imports happen before the clock; memory is peak RSS minus RSS after imports"}
 
 
+# ---- stream -------------------------------------------------------------------------------------------------
+
+STREAM_MODES = {
+    "grounding (prob 1.0, never fires)": dict(mode="prob", threshold=1.0),
+    "rm-ass-turns sum 2.0": dict(mode="sum", threshold=2.0, remove_assistant_turns=True),
+    "kept replies prob 0.5": dict(mode="prob", threshold=0.5),
+}
+
+
+def _stream_model(name: str):
+    """The toy model when asked for (or shipped), else a small random MMDuet."""
+    import torch
+
+    from .checkpoint import TOY_DIR, load_model, tiny_config
+    from .model import DuetModel
+    from .template import DEFAULT_SYSTEM_PROMPT, train_tokenizer
+
+    if name == "toy" or (name == "auto" and (TOY_DIR / "config.json").exists()):
+        return load_model("toy", device="cpu")[0:2] + ("toy",)
+    tok = train_tokenizer([DEFAULT_SYSTEM_PROMPT, "a red square appears and moves left"] * 4, vocab_size=400)
+    torch.manual_seed(0)
+    model = DuetModel(tiny_config(len(tok), tok.convert_tokens_to_ids("<image>"), hidden_size=256, num_layers=4,
+                                  num_heads=8, num_kv_heads=4)).eval()
+    return model, tok, "random tiny (hidden 256, 4 layers)"
+
+
+def bench_stream(model_name: str = "auto", frames: int = 120, max_new_tokens: int = 200, repeat: int = 1) -> dict:
+    """Frames per second of the sequential loop (one forward per frame) and the exact fast path, same model,
+    same frames, same policy; also checks they agree."""
+    import torch
+
+    from .stream import DuetSession, ResponsePolicy
+
+    model, tok, label = _stream_model(model_name)
+    torch.manual_seed(1)
+    side = model.config.vision_config.image_size
+    with torch.no_grad():
+        embeds = model.encode_frames(torch.randint(0, 256, (frames, 3, side, side), dtype=torch.uint8))
+    rows = []
+    for name, kw in STREAM_MODES.items():
+        policy = ResponsePolicy(score_heads=("informative_score",), **kw)
+        out = {}
+        for path, chunk in (("sequential", 1), ("fast", 32)):
+            def go(chunk=chunk, policy=policy):
+                s = DuetSession(model, tok, policy, fps=2.0, chunk_frames=chunk, max_new_tokens=max_new_tokens)
+                s.add_user_message("What is happening?", 0.0)
+                s.push_frames(embeds)
+                return s
+            seconds = _median_time(go, repeat)
+            out[path] = (seconds, go())
+        (t_seq, s_seq), (t_fast, s_fast) = out["sequential"], out["fast"]
+        diff = max(abs(a.informative - b.informative) for a, b in zip(s_seq.steps, s_fast.steps, strict=True))
+        replies = [(r["time"], r["content"]) for r in s_seq.responses]
+        rows.append({"mode": name, "frames": frames, "replies": sum(1 for r in replies if r[1]) - 1,
+                     "sequential_frames_per_s": round(frames / t_seq, 1), "fast_frames_per_s": round(frames / t_fast, 1),
+                     "ratio": round(t_seq / t_fast, 2), "max_prob_diff": float(diff),
+                     "same_replies": replies == [(r["time"], r["content"]) for r in s_fast.responses]})
+    return {"benchmark": "stream", "model": label, "device": "cpu", "max_new_tokens": max_new_tokens, "rows": rows,
+            "goals": "ratio >= 10 in grounding mode, >= 3 in rm-ass-turns sum mode"}
+
+
 def run(what: str, args) -> dict:
     if what == "eval":
         return bench_eval(args.gold, args.repeat)
     if what == "video":
         return bench_video(args.videos, args.repeat)
-    from .stream_bench import bench_stream
-
-    return bench_stream(args)
+    return bench_stream(args.model, args.frames, args.max_new_tokens, args.repeat)

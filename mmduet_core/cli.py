@@ -89,6 +89,24 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_infer(args) -> int:
+    from .checkpoint import load_model
+    from .runner import PRESETS, config_from_args, run_benchmark, summary_dict
+
+    preset = PRESETS[args.benchmark]
+    config = config_from_args(
+        preset.config, fps=args.fps, max_frames=args.max_frames, mode=args.mode, threshold=args.threshold,
+        score_heads=tuple(args.heads.split(",")) if args.heads else None,
+        remove_assistant_turns=None if args.rm_ass_turns is None else args.rm_ass_turns == "true",
+        context=args.context, kv_window_frames=args.kv_window, chunk_frames=1 if args.sequential else None)
+    model, tokenizer = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
+    print(f"loaded: {model.load_report}", file=sys.stderr)
+    summary = run_benchmark(model, tokenizer, args.data, args.video_root, args.out, config,
+                            resume=not args.no_resume, limit=args.limit, benchmark=preset.benchmark)
+    _print_json(summary_dict(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmduet", description="MMDuet: model, streaming duet, evaluation, reports.")
     parser.add_argument("--version", action="version", version=f"mmduet {__version__}")
@@ -139,7 +157,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gold", help="eval: Charades-STA gold (default: ../shared or the test subset)")
     p.add_argument("--videos", nargs="*", help="video: files to decode")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--model", default="auto", help="stream: toy | tiny | auto (toy when shipped)")
+    p.add_argument("--frames", type=int, default=120, help="stream: frames in the synthetic stream")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="stream: reply length limit")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("infer", help="benchmark inference -> prediction records (JSONL, resumable)")
+    p.add_argument("--benchmark", required=True, choices=["youcook2", "magqa", "charades", "qvh"],
+                   help="upstream preset (fps, max frames, policy)")
+    p.add_argument("--data", required=True, help="MMDuet-format test file")
+    p.add_argument("--video-root", required=True)
+    p.add_argument("--out", required=True, help="predictions JSONL")
+    p.add_argument("--model", default="toy", help="toy | folder | hub id of the base model")
+    p.add_argument("--adapter", help="LoRA adapter folder or hub id (e.g. outputs/mmduet)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    p.add_argument("--no-resume", action="store_true", help="start over instead of skipping finished ids")
+    p.add_argument("--resume", action="store_true", help="(default) skip question_ids already in --out")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--fps", type=float)
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--mode", choices=["prob", "sum", "z"])
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--heads", help="comma list of informative_score,relevance_score")
+    p.add_argument("--rm-ass-turns", choices=["true", "false"], help="remove replies from the context")
+    p.add_argument("--context", choices=["faithful", "clean"])
+    p.add_argument("--kv-window", type=int, help="keep only the last N frames in the KV cache")
+    p.add_argument("--sequential", action="store_true", help="one forward per frame (the reference loop)")
+    p.set_defaults(func=_cmd_infer)
 
     for register in _REGISTRARS:
         register(sub)
