@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gold", help="eval: Charades-STA gold (default: ../shared or the test subset)")
     p.add_argument("--videos", nargs="*", help="video: files to decode")
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--model", default="auto", help="stream: toy | tiny | auto (toy when shipped)")
+    p.add_argument("--model", default="auto", help="stream: toy | tiny (49 tokens/frame) | tiny4 (4 tokens/frame) | auto")
     p.add_argument("--frames", type=int, default=120, help="stream: frames in the synthetic stream")
     p.add_argument("--max-new-tokens", type=int, default=200, help="stream: reply length limit")
     p.set_defaults(func=_cmd_bench)

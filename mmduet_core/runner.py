@@ -11,7 +11,7 @@ import json
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace  # noqa: F401 - replace is re-exported for callers
 from pathlib import Path
 
 from .data.benchmarks import DataError, read_benchmark
