@@ -107,6 +107,49 @@ def _cmd_infer(args) -> int:
     return 0
 
 
+def _cmd_toyworld(args) -> int:
+    from .toyworld import make_toyworld
+
+    _print_json({"out": args.out, "seed": args.seed, "splits": make_toyworld(args.out, args.seed)})
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .training import TOY_TRAIN, TrainConfig, train_toy
+
+    if args.toy:
+        from pathlib import Path
+
+        from .checkpoint import TOY_DIR
+        from .toyworld import make_toyworld
+
+        world = Path(args.world)
+        if not (world / "datasets.json").exists():
+            make_toyworld(world, args.seed)
+        config = TrainConfig(**{**TOY_TRAIN.__dict__, **({"epochs": args.epochs} if args.epochs else {})})
+        result = train_toy(world, args.out, config, seed=args.seed, max_steps=args.max_steps)
+        if args.install:
+            import shutil
+
+            shutil.copytree(Path(result["saved"]), TOY_DIR, dirs_exist_ok=True)
+            result["installed"] = str(TOY_DIR)
+        _print_json({k: v for k, v in result.items() if k != "history"} | {"last_log": result["history"][-1:]})
+        return 0
+    from .checkpoint import load_model
+    from .data.streams import build_mixture
+    from .training import train
+
+    model, tokenizer = load_model(args.model, dtype="bfloat16" if args.bf16 else "float32", device=args.device)
+    model.requires_grad_(True)
+    dataset = build_mixture(args.config, tokenizer, frame_size=model.config.vision_config.image_size,
+                            frame_num_tokens=model.frame_num_tokens)
+    config = TrainConfig(**({"epochs": args.epochs} if args.epochs else {}),
+                         **({"max_steps": args.max_steps} if args.max_steps else {}), deepspeed=args.deepspeed)
+    result = train(model, tokenizer, dataset, args.out, config)
+    _print_json({k: v for k, v in result.items() if k != "history"})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmduet", description="MMDuet: model, streaming duet, evaluation, reports.")
     parser.add_argument("--version", action="version", version=f"mmduet {__version__}")
@@ -185,6 +228,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-window", type=int, help="keep only the last N frames in the KV cache")
     p.add_argument("--sequential", action="store_true", help="one forward per frame (the reference loop)")
     p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser("toyworld", help="write the synthetic toy world (videos + every annotation format)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_toyworld)
+
+    p = sub.add_parser("train", help="train MMDuet (LoRA on a base model, or --toy from scratch)")
+    p.add_argument("--toy", action="store_true", help="train the toy model on the toy world")
+    p.add_argument("--world", default="outputs/toyworld", help="toy: the toy world (made when missing)")
+    p.add_argument("--install", action="store_true", help="toy: copy the result to mmduet_core/assets/toy_model")
+    p.add_argument("--config", help="dataset-mixture JSON (upstream's configs/datasets/mmduetit.json form)")
+    p.add_argument("--model", default="llava-hf/llava-onevision-qwen2-7b-ov-hf")
+    p.add_argument("--out", default="outputs/train")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--deepspeed", help="DeepSpeed config, e.g. configs/deepspeed/zero2.json")
+    p.set_defaults(func=_cmd_train)
 
     for register in _REGISTRARS:
         register(sub)
