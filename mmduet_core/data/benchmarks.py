@@ -37,31 +37,33 @@ class DataError(ValueError):
     """Bad annotation; the message names the file and the example in one line."""
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """A JSON list, a JSON object of objects ({id: example}), or JSON lines."""
+def read_records(path: str | Path, error: type[ValueError] = DataError, what: str = "file") -> list[dict]:
+    """A JSON list, a JSON object of objects ({id: example}), or JSON lines; bad input raises `error` with a
+    one-line message naming the file (and the line for JSON lines)."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file")
+        raise error(f"{path}: no such file")
     text = path.read_text()
     if not text.strip():
-        raise DataError(f"{path}: empty file")
-    if path.suffix == ".jsonl":
-        records = []
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{line_no}: not JSON ({exc.msg})") from exc
-        return records
+        raise error(f"{path}: empty {what}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
-    if isinstance(data, dict):
-        return [{"question_id": k, **v} if isinstance(v, dict) else v for k, v in data.items()]
+        if exc.msg != "Extra data":
+            raise error(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+        data = []  # several JSON values: JSON lines
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    data.append(json.loads(line))
+                except json.JSONDecodeError as line_exc:
+                    raise error(f"{path}:{line_no}: not JSON ({line_exc.msg})") from line_exc
+    if isinstance(data, dict):  # {id: record} (Charades, YouCook2 gold) or a one-line JSON lines file
+        if data and all(isinstance(v, dict) for v in data.values()):
+            return [{"question_id": k, **v} for k, v in data.items()]
+        return [data]
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a list of examples, got {type(data).__name__}")
+        raise error(f"{path}: expected a list of records, got {type(data).__name__}")
     return data
 
 

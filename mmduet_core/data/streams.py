@@ -283,11 +283,10 @@ DATASET_CLASSES = {c.__name__: c for c in (DenseVideoCaptioningStreamDataset, MA
 
 def build_mixture(config: list[dict] | str | Path, tokenizer, root: str | Path = ".", **defaults) -> ConcatDataset:
     """Upstream's dataset-mixture config (spec §4.6): a list of {"class", "video_root", "anno_file",
-    "metadata_path"?, "frame_fps"?, "max_num_frames"?}; relative paths are taken from `root`."""
+    "metadata_path"?, "frame_fps"?, "max_num_frames"?}; relative paths are taken from `root` (default: the
+    working directory, as upstream's configs/datasets/mmduetit.json expects)."""
     if not isinstance(config, list):
-        path = Path(config)
-        root = path.parent if root == "." else root
-        config = json.loads(path.read_text())
+        config = json.loads(Path(config).read_text())
     root = Path(root)
     parts = []
     for entry in config:

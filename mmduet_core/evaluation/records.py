@@ -7,11 +7,12 @@ A record: {"question_id", "model_response_list": [{"time", "content", "role"}], 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
+
+from ..data.benchmarks import read_records
 
 
 class PredictionError(ValueError):
@@ -19,23 +20,8 @@ class PredictionError(ValueError):
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """JSON lines (blank lines skipped); a JSON list is accepted too."""
-    path = Path(path)
-    if not path.exists():
-        raise PredictionError(f"{path}: no such file")
-    text = path.read_text()
-    if not text.strip():
-        raise PredictionError(f"{path}: empty prediction file")
-    if text.lstrip().startswith("["):
-        return json.loads(text)
-    records = []
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise PredictionError(f"{path}:{line_no}: not JSON ({exc.msg})") from exc
-    return records
+    """Prediction records: JSON lines (blank lines skipped) or a JSON list."""
+    return read_records(path, PredictionError, "prediction file")
 
 
 def _positive(value) -> float:
