@@ -114,6 +114,27 @@ def _cmd_toyworld(args) -> int:
     return 0
 
 
+def _cmd_toyeval(args) -> int:
+    from pathlib import Path
+
+    from .checkpoint import load_model
+    from .toyworld import SPLITS, evaluate_on_toyworld, make_toyworld
+
+    world = Path(args.world)
+    if not (world / "annotations" / args.split).exists():
+        make_toyworld(world, args.seed, sizes={args.split: SPLITS[args.split]})
+    if args.untrained:
+        from .training import build_toy_model
+
+        model, tokenizer = build_toy_model(args.seed)
+        model.eval()
+    else:
+        model, tokenizer = load_model(args.model, device="cpu")
+    result = evaluate_on_toyworld(model, tokenizer, world, args.split, out_dir=args.out, limit=args.limit)
+    _print_json(result["table"] if not args.full else result)
+    return 0
+
+
 def _cmd_train(args) -> int:
     from .training import TOY_TRAIN, TrainConfig, train_toy
 
@@ -233,6 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_toyworld)
+
+    p = sub.add_parser("toyeval", help="score a model on the toy world's four benchmarks (the metric table)")
+    p.add_argument("--model", default="toy")
+    p.add_argument("--untrained", action="store_true", help="a freshly initialised toy model, for comparison")
+    p.add_argument("--world", default="outputs/toyworld")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--out", help="keep the prediction files here")
+    p.add_argument("--full", action="store_true", help="print every metric, not only the table")
+    p.set_defaults(func=_cmd_toyeval)
 
     p = sub.add_parser("train", help="train MMDuet (LoRA on a base model, or --toy from scratch)")
     p.add_argument("--toy", action="store_true", help="train the toy model on the toy world")
