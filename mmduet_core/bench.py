@@ -217,8 +217,9 @@ def _runner_overlap(videos: list[str]) -> dict:
     """Run the benchmark runner over the videos (a random 49-token model, grounding preset at 2 fps) and report
     how much of the decoding was hidden behind inference of the previous video."""
     import tempfile
+    from dataclasses import replace
 
-    from .runner import PRESETS, replace, run_benchmark
+    from .runner import PRESETS, run_benchmark
 
     model, tok = _random_model(49, hidden=128, layers=2)
     examples = [{"question_id": i, "video": str(Path(v).resolve()), "conversation": [

@@ -11,8 +11,10 @@ import json
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace  # noqa: F401 - replace is re-exported for callers
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+import torch
 
 from .data.benchmarks import DataError, read_benchmark
 from .stream import DuetSession, ResponsePolicy
@@ -77,8 +79,6 @@ def infer_example(model, tokenizer, example: dict, clip, config: InferenceConfig
     for turn in example["conversation"]:
         if turn["role"] == "user":
             session.add_user_message(turn["content"], turn.get("time", 0.0))
-    import torch
-
     with torch.no_grad():
         embeds = model.encode_frames(clip.frames, chunk_size=config.encode_chunk)
         session.push_frames(embeds)

@@ -258,8 +258,7 @@ class DuetSession:
 
     def _query_ids(self, text: str) -> list[int]:
         if self.context == "clean":
-            prefix = self._ids["start"] if self.cache is None else []
-            prefix += self._pending_close()
+            prefix = (list(self._ids["start"]) if self.cache is None else []) + self._pending_close()
             close = self._stream_open
             self._stream_open = True  # the query form ends with an opened stream header
             return prefix + self._encode(render(self.tokenizer, [{"role": "user", "content": text}],
