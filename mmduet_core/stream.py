@@ -413,7 +413,8 @@ class DuetSession:
         self.last_role = "stream"
         self._stream_open = True
         keep = not self.policy.remove_assistant_turns
-        steps = []
+        batch_replies = not keep and self.repetition_penalty is None  # independent replies: one batch
+        steps, firing = [], []
         for k in range(len(frames)):
             frame_end = int(ends[k]) + 1
             step = StepRecord(self.video_time, p_inf[k], p_rel[k], user_message=message if k == 0 else None)
@@ -421,14 +422,14 @@ class DuetSession:
             if self.record_tokens:
                 self.token_log.extend((prefix if k == 0 else []) + [self.image_id] * per_frame)
             fire = self.policy_state.decide(p_inf[k], p_rel[k]) if self.policy.can_fire else False
-            if fire:
+            if fire and batch_replies:
+                firing.append((step, start_len + frame_end, start_pos + frame_end))
+                self.last_role = "assistant"
+            elif fire:
                 if keep:
                     self._forget_frames_after(start_len + frame_end)
                     self.position = start_pos + frame_end
-                text = self._reply_at(start_len + frame_end, start_pos + frame_end, keep)
-                if not (self.policy.suppress_repeats and self._repeats(text)):
-                    step.reply = text
-                    self.responses.append({"time": self.video_time, "content": text, "role": "assistant"})
+                self._record_reply(step, self._reply_at(start_len + frame_end, start_pos + frame_end, keep))
             else:
                 self.last_role = "stream"
             steps.append(step)
@@ -437,7 +438,58 @@ class DuetSession:
             self.frame_index += 1
             if fire and keep:
                 break
+        if firing:
+            texts = self._generate_batch([(length, position) for _, length, position in firing])
+            for (step, _, _), text in zip(firing, texts, strict=True):
+                self._record_reply(step, text)
+            self.last_ids = []
         return steps
+
+    def _record_reply(self, step: StepRecord, text: str) -> None:
+        if not (self.policy.suppress_repeats and self._repeats(text)):
+            step.reply = text
+            self.responses.append({"time": step.time, "content": text, "role": "assistant"})
+
+    def _generate_batch(self, starts: list[tuple[int, int]]) -> list[str]:
+        """Replies from several points of the current cache at once (removed replies only): every row shares
+        the cached keys, row j masked to its first `starts[j][0]` positions, its own tokens at its own positions.
+        The same greedy decoding as `_generate`, one forward per step for all rows."""
+        if len(starts) == 1:
+            return [self._generate(cache_view(self.cache, starts[0][0]), starts[0][1])[0]]
+        rows = len(starts)
+        cache = cache_view(self.cache, cache_length(self.cache))
+        for layer in cache.layers:
+            if layer.is_initialized:
+                layer.keys = layer.keys.expand(rows, -1, -1, -1)
+                layer.values = layer.values.expand(rows, -1, -1, -1)
+        full = cache_length(self.cache)
+        device = self.model.get_input_embeddings().weight.device
+        past = torch.arange(full, device=device)[None] < torch.tensor([n for n, _ in starts], device=device)[:, None]
+        positions = torch.tensor([p for _, p in starts], device=device)
+        inputs = [list(self._ids["generate"])] * rows
+        generated, out_ids, done = 0, [[] for _ in range(rows)], [False] * rows
+        for _ in range(self.max_new_tokens):
+            t = len(inputs[0])
+            mask = torch.cat([past[:, None, :].expand(rows, t, full),
+                              torch.ones(rows, t, generated, dtype=torch.bool, device=device),
+                              torch.tril(torch.ones(t, t, dtype=torch.bool, device=device))[None].expand(rows, t, t)], 2)
+            emb = self.model.get_input_embeddings()(torch.tensor(inputs, device=device))  # (rows, t, D)
+            out = self.model(inputs_embeds=emb, cache=cache, use_cache=True, logits_to_keep=1,
+                             position_ids=positions[:, None] + torch.arange(t, device=device)[None],
+                             attention_mask=mask[:, None])
+            cache, positions, generated = out.cache, positions + t, generated + t
+            tokens = out.logits[:, -1].argmax(-1).tolist()
+            for j, token in enumerate(tokens):
+                if not done[j]:
+                    out_ids[j].append(token)
+                    done[j] = token == self.eos_id
+            if all(done):
+                break
+            inputs = [[token] for token in tokens]
+        for ids in out_ids:  # the whole-video list, in reply order (kept for consistency with `_generate`)
+            self.generated_ids.extend(i for i in ids if i != self.eos_id)
+        return [clean_up_tokenization(self.tokenizer.decode(ids, skip_special_tokens=True,
+                                                            clean_up_tokenization_spaces=False)) for ids in out_ids]
 
     def _repeats(self, text: str) -> bool:
         previous = [r["content"] for r in self.responses if r["role"] == "assistant"]
