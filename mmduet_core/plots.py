@@ -70,3 +70,42 @@ def window_curve(rows: Sequence[tuple[int, float]], metric: str, paper: Sequence
     ax.legend(frameon=False)
     fig.tight_layout()
     return fig
+
+
+def caption_timeline(record: dict, gold: Sequence[dict], title: str | None = None) -> Figure:
+    """Gold segments (bars, with their captions) above the model's replies (markers, with their text)."""
+    replies = [t for t in record.get("model_response_list", []) if t.get("role") == "assistant"]
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.32 * (len(gold) + min(len(replies), 12))))
+    for i, g in enumerate(gold):
+        s, e = g["time"]
+        ax.barh(i, e - s, left=s, color=GOLD, alpha=0.35)
+        ax.text(s, i, " " + g["content"], va="center", fontsize=8)
+    shown = replies[:12]
+    for j, r in enumerate(shown):
+        y = len(gold) + j
+        ax.plot([r["time"]], [y], "v", color=INFORMATIVE)
+        ax.text(r["time"], y, "  " + r["content"], va="center", fontsize=8, color=INFORMATIVE)
+    ax.set_yticks([])
+    ax.invert_yaxis()
+    ax.set(xlabel="video time (s)", title=title or f"{record.get('question_id')}: gold (green) and replies (blue)")
+    fig.tight_layout()
+    return fig
+
+
+def saliency_bars(pred: Sequence[float], gold_rows: dict, title: str | None = None) -> Figure:
+    """Predicted 2 s clip saliency beside the annotators' mean score per clip (QVHighlights)."""
+    n = int(gold_rows["duration"] // 2)
+    gold = np.zeros(n)
+    for clip, scores in zip(gold_rows["relevant_clip_ids"], gold_rows["saliency_scores"], strict=True):
+        if clip < n:
+            gold[clip] = float(np.mean(scores))
+    pred = np.asarray(pred[:n], dtype=float)
+    fig, ax = plt.subplots(figsize=(9, 2.6))
+    ax.bar(np.arange(n) * 2, gold, width=1.8, align="edge", color=GOLD, alpha=0.4, label="annotators (mean, 0-4)")
+    ax2 = ax.twinx()
+    ax2.plot(np.arange(len(pred)) * 2 + 1, pred, "o-", color=RELEVANCE, ms=3, label="predicted saliency")
+    ax.set(xlabel="video time (s)", ylabel="gold score", title=title or str(gold_rows.get("qid")))
+    ax2.set_ylabel("predicted")
+    fig.legend(loc="upper right", fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig

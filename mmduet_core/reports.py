@@ -133,9 +133,13 @@ def run_reports(notebook_dir: str | Path = "notebooks", out: str | Path = "repor
               + (f"  failing cell {run.error.get('cell_execution_count')}: {run.error['ename']}: "
                  f"{run.error['evalue'][:200]}" if run.error else ""), flush=True)
         runs.append(run)
-    summary = {"notebooks": {Path(r.notebook).stem: asdict(r) for r in runs}, **provenance()}
+    previous = {}
+    if only and (out / "metrics.json").exists():  # a partial rerun keeps the other notebooks' entries
+        previous = json.loads((out / "metrics.json").read_text()).get("notebooks", {})
+    entries = {**previous, **{Path(r.notebook).stem: asdict(r) for r in runs}}
+    summary = {"notebooks": dict(sorted(entries.items())), **provenance()}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-    (out / "index.html").write_text(_index_html(runs, summary))
+    (out / "index.html").write_text(_index_html([NotebookRun(**v) for v in summary["notebooks"].values()], summary))
     return summary
 
 

@@ -36,3 +36,25 @@ def test_charades_notebook_on_the_toy_world(tmp_path):
 
 
 EXPECTED_CHARADES = (20.68, 12.5, 12.5)  # mIoU, R@0.3, R@0.5 measured with the shipped toy model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "keys"), [
+    ("02_youcook2.ipynb", ("CIDEr", "METEOR", "SODA_c", "Precision", "Recall", "F1")),
+    ("03_magqa.ipynb", ("in_span_score", "turns", "dedup_turns")),
+    ("05_qvhighlights.ipynb", ("HL-min-VeryGood-mAP", "HL-min-VeryGood-Hit1")),
+])
+def test_benchmark_notebooks_on_the_toy_world(tmp_path, name, keys):
+    """Each benchmark notebook runs the shipped toy model on the first 4 toy test examples; the recorded metrics
+    equal the pinned values (a regression check of model, engine, evaluator and notebook together)."""
+    record = _run(name, tmp_path, DATA_ROOT=str(tmp_path / "world"), LIMIT=4)
+    metrics = record["metrics"]
+    assert metrics["evaluated"] == 4
+    assert tuple(metrics[k] for k in keys) == pytest.approx(EXPECTED[name], abs=0.5)
+
+
+EXPECTED = {  # measured with the shipped toy model on the first 4 test examples of the toy world (seed 0)
+    "02_youcook2.ipynb": (89.8, 14.0, 11.4, 16.7, 24.5, 19.7),
+    "03_magqa.ipynb": (3.72, 30.5, 13.0),
+    "05_qvhighlights.ipynb": (34.75, 25.0),
+}

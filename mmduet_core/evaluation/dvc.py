@@ -244,12 +244,30 @@ def evaluate_dvc(pred: str | Path, gold: str | Path, first_caption: FirstCaption
     return result
 
 
+@contextmanager
+def _quiet_java_stderr():
+    """The PTB tokenizer's Java process prints a progress line on the inherited stderr; send it to /dev/null."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def tokenize_all(tokenizer, texts) -> dict[str, str]:
     """{text: PTB tokens} for every text, in one Java call."""
     texts = sorted(texts)
     if not texts:
         return {}
-    out = tokenizer.tokenize({str(k): [{"caption": _remove_nonascii(t)}] for k, t in enumerate(texts)})
+    with _quiet_java_stderr():
+        out = tokenizer.tokenize({str(k): [{"caption": _remove_nonascii(t)}] for k, t in enumerate(texts)})
     return {t: out[str(k)][0] for k, t in enumerate(texts)}
 
 
