@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -59,12 +60,17 @@ class LoadReport:
     attn_implementation: str = "sdpa"
     lora_tensors: int = 0
     head_keys: dict[str, str] = field(default_factory=dict)  # our head -> key it came from
+    random_heads: list[str] = field(default_factory=list)  # heads left at their random init (base, no adapter)
     other_tensors: list[str] = field(default_factory=list)
     merged: bool = False
 
     def __str__(self) -> str:
         heads = ", ".join(f"{ours} <- {theirs}" for ours, theirs in self.head_keys.items()) or "from base"
+        if self.random_heads:
+            heads = f"RANDOM ({', '.join(self.random_heads)} not in the checkpoint)"
         adapter = f"{self.adapter} ({self.lora_tensors} LoRA tensors, heads: {heads})" if self.adapter else "none"
+        if self.random_heads and not self.adapter:
+            adapter = f"none (heads: {heads})"
         return (f"base {self.base}; adapter {adapter}; {self.dtype} on {self.device}, "
                 f"attention {self.attn_implementation}{', LoRA merged' if self.merged else ''}")
 
@@ -242,7 +248,11 @@ def load_model(model: str | Path = "toy", adapter: str | Path | None = None, dty
         folder = TOY_DIR
     else:
         folder = resolve_checkpoint(model, download, what="base model")
-    net = DuetModel.from_pretrained(str(folder), dtype=torch_dtype, attn_implementation=attn)
+    net, info = DuetModel.from_pretrained(str(folder), dtype=torch_dtype, attn_implementation=attn,
+                                          output_loading_info=True)
+    random_heads = [h for h in _HEAD_NAMES if f"{h}.weight" in info["missing_keys"]]
+    if random_heads and "DuetModel" in (net.config.architectures or []):
+        raise MissingHeadsError(f"{folder} is an MMDuet checkpoint without {', '.join(random_heads)} weights")
     tokenizer = setup_tokenizer(AutoTokenizer.from_pretrained(str(folder)), net.frame_num_tokens)
     if tokenizer.convert_tokens_to_ids("<image>") != net.config.image_token_id:
         raise ValueError(f"{folder}: tokenizer's <image> id {tokenizer.convert_tokens_to_ids('<image>')} "
@@ -251,6 +261,10 @@ def load_model(model: str | Path = "toy", adapter: str | Path | None = None, dty
                         attn_implementation=attn)
     if adapter is not None:
         net = load_adapter(net, adapter, merge=merge_lora, report=report, download=download)
+    elif random_heads:
+        report.random_heads = random_heads
+        warnings.warn(f"{model}: no adapter given, so the informative and relevance heads are random "
+                      "(pass adapter=..., e.g. the released wangyueqian/MMDuet)", stacklevel=2)
     net = net.to(device).eval()
     net.requires_grad_(False)
     net.load_report = report

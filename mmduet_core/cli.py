@@ -142,18 +142,17 @@ def _cmd_train(args) -> int:
         from pathlib import Path
 
         from .checkpoint import TOY_DIR
-        from .toyworld import make_toyworld
+        from .toyworld import ensure_splits, install_samples
 
         world = Path(args.world)
-        if not (world / "datasets.json").exists():
-            make_toyworld(world, args.seed)
+        ensure_splits(world, args.seed)  # a world made by a benchmark notebook has only its test split
         config = TrainConfig(**{**TOY_TRAIN.__dict__, **({"epochs": args.epochs} if args.epochs else {})})
         result = train_toy(world, args.out, config, seed=args.seed, max_steps=args.max_steps)
         if args.install:
             import shutil
 
             shutil.copytree(Path(result["saved"]), TOY_DIR, dirs_exist_ok=True)
-            result["installed"] = str(TOY_DIR)
+            result["installed"] = [str(TOY_DIR)] + [str(p) for p in install_samples(world, TOY_DIR.parent, args.seed)]
         _print_json({k: v for k, v in result.items() if k != "history"} | {"last_log": result["history"][-1:]})
         return 0
     from .checkpoint import load_model
@@ -219,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="side-by-side timings in one run, printed as ratios")
     p.add_argument("what", choices=["stream", "video", "eval"])
     p.add_argument("--gold", help="eval: Charades-STA gold (default: ../shared or the test subset)")
-    p.add_argument("--videos", nargs="*", help="video: files to decode")
+    p.add_argument("--videos", nargs="*", help="video: files to decode (default: a synthetic 20 s 360p H.264 video)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--model", default="auto", help="stream: toy | tiny (49 tokens/frame) | tiny4 (4 tokens/frame) | auto")
     p.add_argument("--frames", type=int, default=120, help="stream: frames in the synthetic stream")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +37,8 @@ SIZE = 64  # pixels per side of the written videos
 NATIVE_FPS = 4
 OBJECT = 22  # object size in pixels
 REPLY_SPAN = (0.5, 0.75)  # reply time as a fraction of its span ("0.25_0.5_earlier")
+VISIT_SECONDS = (2.5, 3.0, 3.5, 4.0, 5.0)  # how long a shape takes to cross; short visits give the relevance
+# head many object-versus-query comparisons per second of video, which is what it learns binding from
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Visit:
     start: float
     end: float
     new_colour: str | None = None  # colour after the halfway point
+    position: tuple[float, float] | None = None  # a flash: the shape stands still here (centre x, y in pixels)
 
     @property
     def caption(self) -> str:
@@ -82,12 +86,31 @@ def sample_video(name: str, rng: random.Random, n_visits: int) -> ToyVideo:
             shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
             if (shape, colour) != last:
                 break
-        length = rng.choice((4.0, 5.0, 6.0, 7.0, 8.0))
+        length = rng.choice(VISIT_SECONDS)
         new_colour = rng.choice([c for c in COLOURS if c != colour]) if rng.random() < 0.3 else None
         visits.append(Visit(shape, colour, rng.choice(list(DIRECTIONS)), t, t + length, new_colour))
         last = (shape, colour)
         t += length
     return ToyVideo(name, t + rng.choice((0.0, 0.5, 1.0)), visits, rng.randrange(20, 60))
+
+
+FLASH_SECONDS = 0.5  # one flash per frame at the toy world's 2 frames per second
+
+
+def sample_flash_video(name: str, rng: random.Random, n_flashes: int = 32) -> ToyVideo:
+    """Flash cards for the relevance head: every half second a still shape at a random place (or nothing);
+    about a third of the flashes show one target shape. Training only (see `train_annotations`)."""
+    target = (rng.choice(SHAPES), rng.choice(list(COLOURS)))
+    others = [(s, c) for s in SHAPES for c in COLOURS if (s, c) != target]
+    visits, margin = [], OBJECT / 2
+    for k in range(n_flashes):
+        r = rng.random()
+        if r < 0.15:
+            continue
+        shape, colour = target if r < 0.45 else rng.choice(others)
+        where = (rng.uniform(margin, SIZE - margin), rng.uniform(margin, SIZE - margin))
+        visits.append(Visit(shape, colour, "right", k * FLASH_SECONDS, (k + 1) * FLASH_SECONDS, position=where))
+    return ToyVideo(name, n_flashes * FLASH_SECONDS, visits, rng.randrange(20, 60))
 
 
 def _mask(shape: str, size: int) -> np.ndarray:
@@ -112,6 +135,8 @@ def render_frame(video: ToyVideo, t: float, rng: np.random.Generator) -> np.ndar
         travel = SIZE + OBJECT
         cx = SIZE / 2 + (x0 + (x1 - x0) * progress) * travel / 2
         cy = SIZE / 2 + (y0 + (y1 - y0) * progress) * travel / 2
+        if v.position is not None:
+            cx, cy = v.position
         colour = COLOURS[v.new_colour if v.new_colour and progress >= 0.5 else v.colour]
         mask = _mask(v.shape, OBJECT)
         top, left = int(round(cy - OBJECT / 2)), int(round(cx - OBJECT / 2))
@@ -167,6 +192,8 @@ def test_annotations(videos: list[ToyVideo], rng: random.Random) -> dict[str, li
                               "conversation": [{"role": "user", "content": prompt, "time": 0.0}], "query": name,
                               "timestamps": spans})
             row = _highlight_row(video, name, spans, qid, rng)
+            if not row["relevant_clip_ids"]:  # shown only in the last, partial 2 s clip: no QVH row
+                continue
             qvh_gold.append(row)
             highlight.append({"question_id": qid, "video": rel, "duration": row["duration"],
                               "conversation": [{"role": "user", "content": prompt, "time": 0.0}], "query": name,
@@ -208,14 +235,25 @@ def train_annotations(videos: list[ToyVideo], rng: random.Random) -> dict:
 
 # ---- the world on disk --------------------------------------------------------------------------------------
 
-SPLITS = {"train": 160, "val": 24, "test": 40}
-SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}  # so any subset of splits comes out the same
+SPLITS = {"train": 320, "val": 24, "test": 40, "flash": 480}
+SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2, "flash": 3}  # so any subset of splits comes out the same
 
 
 def _n_visits(rng: random.Random, split: str, index: int) -> int:
     if split != "train" and index % 10 == 9:
-        return rng.randint(9, 12)  # a few long videos (about a minute)
-    return rng.randint(2, 6)
+        return rng.randint(12, 16)  # a few long videos (about a minute)
+    return rng.randint(3, 8)
+
+
+def flash_annotations(videos: list[ToyVideo], rng: random.Random) -> list[dict]:
+    """Grounding training rows for flash-card videos: the target shape and one other shape shown."""
+    rows = []
+    for video in videos:
+        spans = queries_of(video)
+        target = max(spans, key=lambda name: len(spans[name]))
+        other = rng.choice(sorted(name for name in spans if name != target))
+        rows += [{"video_uid": f"{video.name}.mp4", "query": name, "timestamps": spans[name]} for name in (target, other)]
+    return rows
 
 
 def make_toyworld(out: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> dict:
@@ -223,7 +261,8 @@ def make_toyworld(out: str | Path, seed: int = 0, sizes: dict[str, int] | None =
 
         videos/<split>/<name>.mp4, annotations/<split>/{dvc,magqa,grounding,highlight}.json,
         annotations/<split>/highlight_gold.jsonl, annotations/train/{dvc,magqa,grounding}_train.json,
-        datasets.json (the training mixture), world.json (the visits, for teaching and plots)
+        annotations/flash/grounding_train.json (flash cards), datasets.json (the training mixture),
+        world.json (the visits, for teaching and plots)
     """
     out = Path(out)
     sizes = sizes or SPLITS
@@ -231,12 +270,21 @@ def make_toyworld(out: str | Path, seed: int = 0, sizes: dict[str, int] | None =
     for split, n in sizes.items():
         s_index = SPLIT_SEEDS.get(split, len(SPLIT_SEEDS))
         rng = random.Random(seed * 1000 + s_index)
-        videos = [sample_video(f"{split}{i:03d}", rng, _n_visits(rng, split, i)) for i in range(n)]
+        if split == "flash":
+            videos = [sample_flash_video(f"flash{i:03d}", rng) for i in range(n)]
+        else:
+            videos = [sample_video(f"{split}{i:03d}", rng, _n_visits(rng, split, i)) for i in range(n)]
         for i, v in enumerate(videos):
             write_toy_video(v, out / "videos" / split / f"{v.name}.mp4", seed * 100000 + s_index * 1000 + i)
         world[split] = [{**asdict(v), "visits": [asdict(x) for x in v.visits]} for v in videos]
         ann = out / "annotations" / split
         ann.mkdir(parents=True, exist_ok=True)
+        counts[split] = {"videos": n, "seconds": round(sum(v.duration for v in videos), 1)}
+        if split == "flash":
+            rows = flash_annotations(videos, rng)
+            (ann / "grounding_train.json").write_text(json.dumps(rows, indent=1))
+            counts[split]["grounding_queries"] = len(rows)
+            continue
         tests = test_annotations(videos, rng)
         for kind in ("dvc", "magqa", "grounding", "highlight"):
             (ann / f"{kind}.json").write_text(json.dumps(tests[kind], indent=1))
@@ -245,21 +293,35 @@ def make_toyworld(out: str | Path, seed: int = 0, sizes: dict[str, int] | None =
             train = train_annotations(videos, rng)
             for kind, data in train.items():
                 (ann / f"{kind}_train.json").write_text(json.dumps(data, indent=1))
-        counts[split] = {"videos": n, "seconds": round(sum(v.duration for v in videos), 1),
-                         "grounding_queries": len(tests["grounding"])}
+        counts[split]["grounding_queries"] = len(tests["grounding"])
+    if (out / "world.json").exists():  # a subset of splits keeps the others' visits
+        world = {**json.loads((out / "world.json").read_text()), **world}
     (out / "world.json").write_text(json.dumps(world))
     (out / "datasets.json").write_text(json.dumps(toy_mixture(out), indent=1))
     return counts
 
 
+def ensure_splits(out: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> dict:
+    """Make the splits of `sizes` (default: all) that `out` lacks or holds fewer videos of; keep the rest."""
+    out, sizes = Path(out), sizes or SPLITS
+    known = json.loads((out / "world.json").read_text()) if (out / "world.json").exists() else {}
+    missing = {split: n for split, n in sizes.items() if len(known.get(split, [])) < n}
+    return make_toyworld(out, seed, missing) if missing else {}
+
+
 def toy_mixture(root: Path | str, fps: float = 2.0, max_num_frames: int = 128) -> list[dict]:
-    """The training mixture in upstream's dataset-config form (spec §4.6), paths relative to `root`."""
+    """The training mixture in upstream's dataset-config form (spec §4.6), paths relative to `root`; the flash
+    cards join it when they exist."""
     common = {"video_root": "videos/train", "frame_fps": fps, "max_num_frames": max_num_frames}
-    return [
+    mixture = [
         {"class": "DenseVideoCaptioningStreamDataset", "anno_file": "annotations/train/dvc_train.json", **common},
         {"class": "MAGQAStreamDataset", "anno_file": "annotations/train/magqa_train.json", **common},
         {"class": "GroundingStreamDataset", "anno_file": "annotations/train/grounding_train.json", **common},
     ]
+    if (Path(root) / "annotations" / "flash" / "grounding_train.json").exists():
+        mixture.append({"class": "GroundingStreamDataset", "anno_file": "annotations/flash/grounding_train.json",
+                        **common, "video_root": "videos/flash"})
+    return mixture
 
 
 def toy_vocabulary() -> list[str]:
@@ -272,6 +334,21 @@ def toy_vocabulary() -> list[str]:
                  for d in DIRECTIONS]
     prompts = [t % n for t in GROUNDING_TEMPLATES for n in names] + list(DVC_INSTRUCTIONS)
     return [DEFAULT_SYSTEM_PROMPT, MAGQA_QUESTION, *names, *captions, *prompts]
+
+
+def install_samples(world: str | Path, assets: str | Path, seed: int = 0) -> list[Path]:
+    """Copy the toy world's first test video (`sample_toy`) and its first long one (`demo_toy`, the demo's
+    default), each with its visits as JSON, into the package assets."""
+    world, assets = Path(world), Path(assets)
+    tests = json.loads((world / "world.json").read_text())["test"]
+    long_one = next(v for v in tests if len(v["visits"]) >= 10)
+    written = []
+    for stem, video in (("sample_toy", tests[0]), ("demo_toy", long_one)):
+        shutil.copyfile(world / "videos" / "test" / f"{video['name']}.mp4", assets / f"{stem}.mp4")
+        meta = {"video": f"{stem}.mp4", "split": "test", "seed": seed, **video}
+        (assets / f"{stem}.json").write_text(json.dumps(meta, indent=1))
+        written.append(assets / f"{stem}.mp4")
+    return written
 
 
 # ---- evaluating a model on the toy world --------------------------------------------------------------------

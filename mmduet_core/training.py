@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .checkpoint import OUR_LORA_TARGETS, save_model, tiny_config
-from .data.streams import DuetCollator, build_mixture
+from .data.streams import DuetCollator, build_mixture, example_lengths
 from .model import DuetModel
 from .template import train_tokenizer
 
@@ -93,6 +94,14 @@ class DuetTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self._parts = {"lm_loss": [], "video_loss": []}
 
+    def _get_train_sampler(self, train_dataset=None):
+        """Batches of similar length (less padding) when several examples share a batch."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = example_lengths(dataset)
+        if lengths is None or self.args.per_device_train_batch_size == 1:
+            return super()._get_train_sampler(train_dataset)
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         for key in self._parts:
@@ -109,6 +118,11 @@ class DuetTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
+# transformers renamed gradient_checkpointing to activation_checkpointing (the old name warns, then goes in v6)
+CHECKPOINTING = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                 else "gradient_checkpointing")
+
+
 def train(model: DuetModel, tokenizer, dataset, out_dir: str | Path, config: TrainConfig,
           resume: bool = True, progress: bool = True) -> dict:
     """Train and save (adapter + heads + projector for LoRA; the whole model otherwise). Returns the log."""
@@ -122,8 +136,8 @@ def train(model: DuetModel, tokenizer, dataset, out_dir: str | Path, config: Tra
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, logging_steps=config.logging_steps,
         save_steps=config.save_steps, save_total_limit=config.save_total_limit, seed=config.seed,
         bf16=cuda and torch.cuda.is_bf16_supported(), tf32=cuda or None,
-        gradient_checkpointing=config.gradient_checkpointing and cuda,
-        gradient_checkpointing_kwargs={"use_reentrant": False}, deepspeed=config.deepspeed,
+        **{f"{CHECKPOINTING}": config.gradient_checkpointing and cuda,
+           f"{CHECKPOINTING}_kwargs": {"use_reentrant": False}}, deepspeed=config.deepspeed,
         dataloader_num_workers=config.dataloader_workers, remove_unused_columns=False, report_to=[],
         disable_tqdm=not progress, use_cpu=not cuda)
     history = LossHistory(out_dir)
@@ -142,11 +156,12 @@ def _last_checkpoint(out_dir: Path) -> Path | None:
 
 # ---- the toy model ------------------------------------------------------------------------------------------
 
-TOY_MODEL = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, vision_hidden=64, vision_layers=2,
+TOY_MODEL = dict(hidden_size=128, num_layers=4, num_heads=8, num_kv_heads=8, vision_hidden=64, vision_layers=2,
                  image_size=32, patch_size=8, pooling_stride=2)  # 4 tokens per frame
-TOY_TRAIN = TrainConfig(learning_rate=2e-3, epochs=12, batch_size=4, grad_accumulation=1, warmup_ratio=0.03,
+TOY_TRAIN = TrainConfig(learning_rate=1e-3, epochs=8, batch_size=16, grad_accumulation=1, warmup_ratio=0.03,
                         lora=False, gradient_checkpointing=False, logging_steps=20, save_steps=200,
                         save_total_limit=2)
+TOY_FLASH_STEPS = 800  # stage 1 of `train_toy`: flash cards alone
 
 
 def build_toy_model(seed: int = 0):
@@ -155,21 +170,36 @@ def build_toy_model(seed: int = 0):
 
     tokens = TOY_MODEL["image_size"] // TOY_MODEL["patch_size"]
     per_frame = math.ceil(tokens / TOY_MODEL["pooling_stride"]) ** 2
-    tokenizer = train_tokenizer(toy_vocabulary(), vocab_size=400, frame_num_tokens=per_frame)
+    tokenizer = train_tokenizer(toy_vocabulary(), vocab_size=640, frame_num_tokens=per_frame)
     torch.manual_seed(seed)
     config = tiny_config(len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"), **TOY_MODEL)
     return DuetModel(config), tokenizer
 
 
 def train_toy(world: str | Path, out_dir: str | Path, config: TrainConfig = TOY_TRAIN, seed: int = 0,
-              max_steps: int | None = None, progress: bool = True) -> dict:
-    """Train the toy model on a toy world (made by `make_toyworld`) and save the full model."""
+              max_steps: int | None = None, progress: bool = True, flash_steps: int = TOY_FLASH_STEPS) -> dict:
+    """Train the toy model on a toy world (made by `make_toyworld`) and save the full model.
+
+    Two stages when the world has flash cards: `flash_steps` steps on the flash cards alone, where the relevance
+    head learns to compare a frame with the query (on the crossing shapes alone it does not, within a CPU
+    budget), then the whole mixture (flash cards included) for `config`'s epochs. The loss history covers both.
+    """
     model, tokenizer = build_toy_model(seed)
-    world = Path(world)
+    world, out_dir = Path(world), Path(out_dir)
     dataset = build_mixture(world / "datasets.json", tokenizer, root=world, frame_size=model.config.vision_config.image_size,
                             frame_num_tokens=model.frame_num_tokens, seed=seed)
-    if max_steps is not None:
-        config = TrainConfig(**{**config.__dict__, "max_steps": max_steps})
+    if max_steps is not None:  # caps each stage
+        config, flash_steps = replace(config, max_steps=max_steps), min(flash_steps, max_steps)
+    flash = [d for d in dataset.datasets if Path(d.video_root).name == "flash"]
+    history = []
+    if flash and flash_steps > 0 and _last_checkpoint(out_dir) is None:  # a resumed stage 2 has stage 1 in it
+        first = train(model, tokenizer, flash[0], out_dir / "stage1-flash", replace(config, max_steps=flash_steps),
+                      progress=progress)
+        history = [{**row, "stage": "flash cards"} for row in first["history"]]
     result = train(model, tokenizer, dataset, out_dir, config, progress=progress)
+    offset = history[-1]["step"] if history else 0
+    result["history"] = history + [{**row, "step": row["step"] + offset, "stage": "mixture"} for row in result["history"]]
+    (out_dir / "loss_history.json").write_text(json.dumps(result["history"], indent=1))
+    (Path(result["saved"]) / "loss_history.json").write_text(json.dumps(result["history"], indent=1))
     result["examples"] = len(dataset)
     return result

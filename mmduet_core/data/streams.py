@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import warnings
 from collections import Counter, OrderedDict
@@ -31,21 +32,48 @@ def ceil_time(t: float, fps: float, lo: float = 0.0, hi: float = math.inf) -> fl
     return min(max(math.ceil(t * fps) / fps, lo), hi)
 
 
+class FrameCache:
+    """Decoded training videos, least recently used dropped first, bounded in bytes. One cache serves every
+    dataset of a mixture (the DVC and MAGQA files of a corpus share their videos); each dataloader worker has
+    its own copy."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key) -> torch.Tensor | None:
+        frames = self._items.get(key)
+        if frames is not None:
+            self._items.move_to_end(key)
+        return frames
+
+    def put(self, key, frames: torch.Tensor) -> None:
+        size = frames.numel() * frames.element_size()
+        if size > self.max_bytes:
+            return
+        self._items[key] = frames
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
+
+
+# 2 GiB by default: all of the toy world, or about 36 clips of 128 frames at 384 px (7B training)
+FRAME_CACHE = FrameCache(int(float(os.environ.get("MMDUET_FRAME_CACHE_GB", "2")) * 2**30))
+
+
 class StreamDataset(Dataset):
     """Common base (upstream StreamMixIn): metadata, frame loading, clipping, labels, rendering."""
 
     def __init__(self, video_root: str | Path, anno_file: str | Path, tokenizer, frame_fps: float = 2.0,
                  frame_size: int = 384, max_num_frames: int = 128, system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-                 metadata_path: str | Path | None = None, frame_num_tokens: int = 49, seed: int = 0,
-                 cache_videos: int = 256):
+                 metadata_path: str | Path | None = None, frame_num_tokens: int = 49, seed: int = 0):
         self.video_root, self.tokenizer = Path(video_root), tokenizer
         self.fps, self.frame_size, self.max_num_frames = frame_fps, frame_size, max_num_frames
         self.system_prompt, self.frame_num_tokens = system_prompt, frame_num_tokens
         self.rng = random.Random(seed)
         self.metadata = build_metadata(self.video_root, metadata_path, progress=False)
         self.skipped: Counter = Counter()
-        self._cache: OrderedDict = OrderedDict()
-        self._cache_size = cache_videos
         self.examples = self.build(json.loads(Path(anno_file).read_text()))
         if self.skipped:
             warnings.warn(f"{anno_file}: skipped {dict(self.skipped)}", stacklevel=2)
@@ -62,13 +90,11 @@ class StreamDataset(Dataset):
         return meta["duration"]
 
     def load_frames(self, uid: str, load_range: range) -> torch.Tensor:
-        if uid not in self._cache:
-            clip = read_video(self.video_root / uid, fps=self.fps, max_frames=None, resolution=self.frame_size,
-                              rule="floor")
-            self._cache[uid] = clip.frames
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        frames = self._cache[uid]
+        frames = FRAME_CACHE.get((str(self.video_root / uid), self.fps, self.frame_size))
+        if frames is None:
+            frames = read_video(self.video_root / uid, fps=self.fps, max_frames=None, resolution=self.frame_size,
+                                rule="floor").frames
+            FRAME_CACHE.put((str(self.video_root / uid), self.fps, self.frame_size), frames)
         if load_range.stop > len(frames):
             raise VideoError(f"{uid}: frames {load_range.start}-{load_range.stop} asked, {len(frames)} decoded")
         return frames[load_range.start:load_range.stop]
@@ -124,6 +150,11 @@ class StreamDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    def frame_counts(self) -> list[int]:
+        """Frames of each example after clipping, known without decoding (the key of length-grouped batches)."""
+        return [min(sum(t["num_frames"] for t in conv if t["role"] == "stream"), self.max_num_frames)
+                for conv, _, _ in self.examples]
 
     def __getitem__(self, index: int) -> dict:
         conversation, uid, load_range = self.examples[index]
@@ -299,6 +330,16 @@ def build_mixture(config: list[dict] | str | Path, tokenizer, root: str | Path =
                 entry[key] = root / entry[key]
         parts.append(cls(tokenizer=tokenizer, **{**defaults, **entry}))
     return ConcatDataset(parts)
+
+
+def example_lengths(dataset) -> list[int] | None:
+    """Frames per example of a stream dataset or a mixture of them; None for any other dataset."""
+    if isinstance(dataset, StreamDataset):
+        return dataset.frame_counts()
+    if isinstance(dataset, ConcatDataset):
+        parts = [example_lengths(d) for d in dataset.datasets]
+        return None if any(p is None for p in parts) else [n for p in parts for n in p]
+    return None
 
 
 class DuetCollator:

@@ -32,7 +32,11 @@ def clip_saliency(scores: np.ndarray, frame_interval: float, window: int = 0) ->
 def gt_clip_scores(gold: dict) -> np.ndarray:
     """(int(duration / 2), 3) annotator scores, zero outside the relevant clips (moment_detr's layout)."""
     scores = np.zeros((int(gold["duration"] / CLIP_SECONDS), 3))
-    scores[np.asarray(gold["relevant_clip_ids"], dtype=int)] = np.asarray(gold["saliency_scores"])
+    ids, values = gold.get("relevant_clip_ids") or [], gold.get("saliency_scores") or []
+    if not ids or len(ids) != len(values) or max(ids) >= len(scores):
+        raise ValueError(f"gold qid {gold.get('qid')!r}: needs relevant_clip_ids inside its {gold['duration']} s "
+                         f"and one score row per id (got {len(ids)} ids, {len(values)} score rows)")
+    scores[np.asarray(ids, dtype=int)] = np.asarray(values, dtype=float)
     return scores
 
 
