@@ -1,0 +1,335 @@
+"""The live duet demo without a user interface (upstream spec §7): the original Gradio app's settings and
+examples, one playback object that steps a `DuetSession` frame by frame, and pure renderers (frame image,
+score plot, chat log, a static page of a finished session). The ipywidgets player (`widgets.DuetPlayer`) is
+a thin layer over this module; tests and exported reports use it directly, no kernel needed.
+
+    playback = DuetPlayback(model, tokenizer, "office.mp4", DemoSettings(threshold=0.4))
+    playback.send_message("What is happening in the office?")   # stamped with the next frame's time
+    while not playback.finished:
+        step = playback.step()                                     # one frame: scores, maybe a reply
+    html = static_html(playback)                                   # what a report shows without a kernel
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .plots import INFORMATIVE, RELEVANCE
+from .stream import DuetSession, ResponsePolicy, StepRecord
+from .video import Clip, read_video
+
+ThresholdMode = Literal["single-frame score", "sum score", "z-score"]
+THRESHOLD_MODES: dict[str, str] = {"single-frame score": "prob", "sum score": "sum", "z-score": "z"}
+SCORE_NAMES: dict[str, str] = {"informative score": "informative_score", "relevance score": "relevance_score"}
+DEMO_MAX_FRAMES = 400  # upstream's demo loader cap
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+# ---- settings and examples ----------------------------------------------------------------------------------
+
+@dataclass
+class DemoSettings:
+    """The original demo's controls (its defaults), plus z-score mode."""
+
+    threshold_mode: ThresholdMode = "single-frame score"
+    scores: tuple[str, ...] = ("informative score",)  # any of "informative score", "relevance score"
+    remove_previous_replies: bool = True  # upstream's "Remove Previous Model Turns in Context"
+    threshold: float = 0.3  # probability (single-frame), summed score (sum) or standard deviations (z-score)
+    frame_interval: float = 0.5  # seconds of video between two frames fed to the model (1 / fps)
+    z_first_frames: int = 4  # z-score: frames that stay silent while the running statistics settle
+
+    def __post_init__(self):
+        if self.threshold_mode not in THRESHOLD_MODES:
+            raise ValueError(f"threshold_mode must be one of {list(THRESHOLD_MODES)}, not {self.threshold_mode!r}")
+        self.scores = tuple(self.scores)
+        unknown = [s for s in self.scores if s not in SCORE_NAMES]
+        if unknown or not self.scores:
+            raise ValueError(f"scores must be a non-empty subset of {list(SCORE_NAMES)}, got {list(self.scores)}")
+        if not 0.1 <= self.frame_interval <= 10:
+            raise ValueError(f"frame_interval must be within 0.1-10 s, got {self.frame_interval}")
+
+    @property
+    def fps(self) -> float:
+        return 1.0 / self.frame_interval
+
+    def policy(self) -> ResponsePolicy:
+        return ResponsePolicy(THRESHOLD_MODES[self.threshold_mode], self.threshold,
+                              tuple(SCORE_NAMES[s] for s in self.scores),
+                              remove_assistant_turns=self.remove_previous_replies,
+                              first_n_frames_no_generate=self.z_first_frames)
+
+
+@dataclass(frozen=True)
+class DemoExample:
+    """A video with the message and settings the demo starts it with."""
+
+    name: str
+    video: Path
+    message: str
+    settings: DemoSettings
+    note: str = ""
+
+
+ORIGINAL_EXAMPLES = (  # upstream demo/app.py's examples (cooking.mp4 was never published)
+    ("office.mp4", "What is happening in the office?"),
+    ("drive.mp4", "Who is driving the car?"),
+)
+
+
+def demo_examples(video_dirs: Sequence[str | Path] = ()) -> list[DemoExample]:
+    """The shipped toy clips, then the original demo's office and drive examples when their videos are found in
+    one of `video_dirs` (they come with the original repository's `demo/assets`; they need the 7B model)."""
+    toy = DemoSettings("single-frame score", ("informative score",), True, 0.5, 0.5)
+    examples = [
+        DemoExample("toy: shapes crossing (1 min)", ASSETS / "demo_toy.mp4", "What is happening in the video?", toy,
+                    "toy world test video; the shipped toy model narrates it"),
+        DemoExample("toy: two shapes (10 s)", ASSETS / "sample_toy.mp4", "What is happening in the video?", toy,
+                    "toy world test video test000"),
+    ]
+    original = DemoSettings("single-frame score", ("informative score", "relevance score"), False, 0.4, 0.5)
+    for filename, message in ORIGINAL_EXAMPLES:
+        found = next((Path(d) / filename for d in video_dirs if (Path(d) / filename).is_file()), None)
+        if found is not None:
+            examples.append(DemoExample(f"original demo: {filename}", found, message, original,
+                                        "upstream's example; meaningful with the released 7B model"))
+    return [e for e in examples if e.video.is_file()]
+
+
+# ---- the playback -------------------------------------------------------------------------------------------
+
+@dataclass
+class ChatMessage:
+    time: float
+    role: Literal["user", "assistant"]
+    text: str
+
+    @property
+    def stamped(self) -> str:
+        """The original demo's form: `[time=X.Xs] text`."""
+        return f"[time={self.time:.1f}s] {self.text}"
+
+
+@dataclass
+class PolicyPoint:
+    """What the policy compared against the threshold at one frame, and whether it fired."""
+
+    score: float  # the frame's score (summed over the heads used)
+    level: float  # prob: the score; sum: the running sum; z: the score
+    bar: float  # the threshold it was compared with (z: mean + z * std of the recent scores)
+    fired: bool
+
+
+def policy_trace(policy: ResponsePolicy, steps: Sequence[StepRecord]) -> list[PolicyPoint]:
+    """Replay the policy over recorded steps (its decisions are a pure function of the scores)."""
+    state, out = policy.new_state(), []
+    for s in steps:
+        score = sum(s.informative if h == "informative_score" else s.relevance for h in policy.score_heads)
+        if policy.mode == "z":
+            recent = state.scores
+            bar = 1.0 if len(recent) < policy.first_n_frames_no_generate or not recent else \
+                float(np.mean(recent) + policy.threshold * np.std(recent))
+            level = score
+        else:
+            bar, level = policy.threshold, (state.score_sum + score if policy.mode == "sum" else score)
+        fired = state.decide(s.informative, s.relevance)
+        out.append(PolicyPoint(score, level, bar, fired))
+    return out
+
+
+class DuetPlayback:
+    """One video played through one `DuetSession`, a frame per `step()`; the state of a demo run.
+
+    Every access to the session goes through one lock, so a message sent from another thread (or widget
+    callback) is inserted between two frames, never in the middle of one.
+    """
+
+    def __init__(self, model, tokenizer, video: str | Path | Clip, settings: DemoSettings | None = None,
+                 max_frames: int = DEMO_MAX_FRAMES):
+        self.settings = settings or DemoSettings()
+        resolution = model.config.vision_config.image_size
+        self.clip = video if isinstance(video, Clip) else read_video(
+            video, fps=self.settings.fps, max_frames=max_frames, resolution=resolution, rule="floor",
+            keep_original=True)
+        if len(self.clip) == 0:
+            raise ValueError(f"{self.clip.path}: no frames at {self.settings.fps:g} fps")
+        self.policy = self.settings.policy()
+        self.session = DuetSession(model, tokenizer, self.policy, fps=self.clip.fps, chunk_frames=1)
+        with torch.no_grad():
+            self.embeds = model.encode_frames(self.clip.frames)  # (T, n, D), upstream pre-encodes the video
+        self.chat: list[ChatMessage] = []
+        self.frame_index = 0  # frames fed so far
+        self._lock = threading.Lock()
+
+    @property
+    def finished(self) -> bool:
+        return self.frame_index >= len(self.clip)
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        return self.session.steps
+
+    @property
+    def video_time(self) -> float:
+        """Time of the next frame to feed (the time a message sent now is stamped with, as upstream)."""
+        return self.session.video_time
+
+    @property
+    def duration(self) -> float:
+        return len(self.clip) / self.clip.fps
+
+    def current_frame(self) -> np.ndarray:
+        """The last fed frame at its original resolution, (H, W, 3) uint8 (the first frame before any step)."""
+        return self.frame(max(self.frame_index - 1, 0))
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame `index` at its original resolution (the model's input resolution when originals were not kept)."""
+        if self.clip.original is not None:
+            return self.clip.original[index]
+        return self.clip.frames[index].permute(1, 2, 0).numpy()
+
+    def send_message(self, text: str) -> ChatMessage:
+        """Queue a user message; the model reads it before the next frame."""
+        text = text.strip()
+        if not text:
+            raise ValueError("empty message")
+        with self._lock:
+            message = ChatMessage(self.session.video_time, "user", text)
+            self.session.add_user_message(text, message.time)
+            self.chat.append(message)
+        return message
+
+    def step(self) -> StepRecord | None:
+        """Feed the next frame; returns its step record (None when the video is over)."""
+        with self._lock:
+            if self.finished:
+                return None
+            record = self.session.push_frame(self.embeds[self.frame_index])
+            self.frame_index += 1
+            if record.reply is not None:
+                self.chat.append(ChatMessage(record.time, "assistant", record.reply))
+            return record
+
+    def run(self) -> list[StepRecord]:
+        """Play the rest of the video without pacing."""
+        while not self.finished:
+            self.step()
+        return self.steps
+
+
+# ---- renderers (pure: data in, PNG bytes / Figure / HTML string out) ----------------------------------------
+
+def png_bytes(image: np.ndarray | Figure, max_side: int | None = None) -> bytes:
+    """An (H, W, 3) uint8 frame or a matplotlib Figure as PNG bytes."""
+    if isinstance(image, Figure):
+        buffer = io.BytesIO()
+        image.savefig(buffer, format="png", dpi=image.dpi)
+        return buffer.getvalue()
+    from PIL import Image
+
+    picture = Image.fromarray(np.ascontiguousarray(image))
+    if max_side and max(picture.size) > max_side:
+        picture.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def score_figure(steps: Sequence[StepRecord], policy: ResponsePolicy, duration: float | None = None,
+                 size: tuple[float, float] = (6.4, 2.8)) -> Figure:
+    """Informative and relevance probability per frame, the policy's threshold (sum mode: the running sum against
+    it), and a marker at every frame where the model replied. Built without pyplot (safe in any thread)."""
+
+    fig = Figure(figsize=size, dpi=100)
+    ax = fig.add_subplot()
+    times = [s.time for s in steps]
+    ax.plot(times, [s.informative for s in steps], color=INFORMATIVE, lw=1.6, label="informative")
+    ax.plot(times, [s.relevance for s in steps], color=RELEVANCE, lw=1.6, label="relevance")
+    trace = policy_trace(policy, steps)
+    top = 1.0
+    if policy.mode == "sum" or len(policy.score_heads) > 1:
+        name = "running sum" if policy.mode == "sum" else "summed score"
+        ax.plot(times, [p.level for p in trace], color="#555555", lw=1, ls=":", label=name)
+        top = max([top, policy.threshold] + [p.level for p in trace])
+    if policy.mode == "z":
+        ax.plot(times, [p.bar for p in trace], color="grey", ls="--", lw=1, label=f"mean + {policy.threshold:g} sd")
+    elif policy.can_fire:
+        ax.axhline(policy.threshold, color="grey", ls="--", lw=1, label=f"threshold {policy.threshold:g}")
+    fired = [s.time for s, p in zip(steps, trace, strict=True) if p.fired]
+    if fired:
+        ax.plot(fired, [top * 1.06] * len(fired), "v", color="black", ms=6, label="reply", clip_on=False)
+    ax.set_xlim(0, max(duration or 0.0, times[-1] if times else 0.0, 1.0))
+    ax.set_ylim(0, top * 1.12)
+    ax.set_xlabel("video time (s)")
+    ax.set_ylabel("score")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.grid(alpha=0.25)
+    fig.tight_layout()
+    return fig
+
+
+CHAT_STYLE = (
+    "font-family:sans-serif;font-size:13px;height:100%;overflow-y:auto;padding:6px;background:#fafafa;"
+    "border:1px solid #ddd;border-radius:6px;box-sizing:border-box")
+
+
+def chat_html(messages: Sequence[ChatMessage], height_px: int = 320) -> str:
+    """The chat log as HTML: user messages right, replies left, each stamped `[time=X.Xs]`; newest at the
+    bottom (the box scrolls)."""
+    rows = []
+    for m in messages:
+        user = m.role == "user"
+        bubble = ("background:#dcebff;margin-left:20%" if user else "background:#ffffff;margin-right:20%")
+        who = "you" if user else "MMDuet"
+        rows.append(f"<div class='duet-msg duet-{m.role}' style='{bubble};border:1px solid #d0d7de;"
+                    f"border-radius:8px;padding:4px 8px;margin:4px 0'><b>{who}</b> "
+                    f"<span style='color:#666'>[time={m.time:.1f}s]</span> {html.escape(m.text)}</div>")
+    if not rows:
+        rows.append("<div style='color:#888'>No messages yet. Press Start; replies appear here.</div>")
+    return (f"<div class='duet-chat' style='{CHAT_STYLE};height:{height_px}px;display:flex;"
+            f"flex-direction:column-reverse'><div>{''.join(rows)}</div></div>")
+
+
+def status_html(playback: DuetPlayback | None, state: str) -> str:
+    """Video time and the last frame's scores, one line."""
+    if playback is None or not playback.steps:
+        return f"<b>{html.escape(state)}</b>"
+    last = playback.steps[-1]
+    return (f"<b>{html.escape(state)}</b> &nbsp; video time <b>{last.time:.1f} s</b> / {playback.duration:.1f} s"
+            f" &nbsp; informative <b style='color:#1f77b4'>{last.informative:.2f}</b>"
+            f" &nbsp; relevance <b style='color:#d62728'>{last.relevance:.2f}</b>")
+
+
+def _img_tag(data: bytes, alt: str, style: str = "") -> str:
+    return f"<img alt='{html.escape(alt)}' style='{style}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
+
+
+def static_html(playback: DuetPlayback, frames_shown: int = 6) -> str:
+    """A finished (or paused) session as self-contained HTML: settings, score plot, frames at the replies,
+    chat log. What exported reports show where widgets cannot run."""
+    s = playback.settings
+    settings = (f"{s.threshold_mode}, scores: {', '.join(s.scores)}, threshold {s.threshold:g}, frame interval "
+                f"{s.frame_interval:g} s, previous replies {'removed' if s.remove_previous_replies else 'kept'}")
+    plot = _img_tag(png_bytes(score_figure(playback.steps, playback.policy, playback.duration, (8, 2.8))),
+                    "scores over time", "max-width:100%")
+    reply_frames = [round(m.time * playback.clip.fps) for m in playback.chat if m.role == "assistant"]
+    picks = sorted(set(reply_frames))[:frames_shown] or [0]
+    strip = "".join(
+        f"<figure style='display:inline-block;margin:4px;text-align:center'>"
+        f"{_img_tag(png_bytes(playback.frame(k), 240), f'frame at {k / playback.clip.fps:.1f} s', 'height:120px')}"
+        f"<figcaption style='font-size:11px'>{k / playback.clip.fps:.1f} s</figcaption></figure>"
+        for k in picks if k < len(playback.clip))
+    return (f"<div class='duet-static' style='font-family:sans-serif'>"
+            f"<p style='font-size:13px'><b>{html.escape(Path(playback.clip.path).name)}</b>: "
+            f"{len(playback.steps)} of {len(playback.clip)} frames; {html.escape(settings)}</p>"
+            f"{plot}<div>{strip}</div>{chat_html(playback.chat, 260)}</div>")

@@ -1,0 +1,293 @@
+"""The interactive duet player for JupyterLab: the original Gradio demo (upstream spec §7) as ipywidgets.
+
+A thin layer over `demo.py`: the controls build a `DemoSettings`, Start makes a `DuetPlayback`, and a playback
+task on the kernel's event loop feeds one frame at a time, paced to real time, yielding to the loop between
+frames so Pause, Stop and messages are handled there (one session, every access serialised by the playback's
+lock). Without a running event loop (tests, scripts) `step()` drives it by hand.
+
+    player = DuetPlayer(model, tokenizer, examples=demo_examples())
+    display(player)                      # pick an example or a video, press Start, type while it plays
+    HTML(player.to_static())             # the finished session for an exported report
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import ipywidgets as w
+
+from .demo import (
+    THRESHOLD_MODES,
+    DemoExample,
+    DemoSettings,
+    DuetPlayback,
+    chat_html,
+    png_bytes,
+    score_figure,
+    static_html,
+    status_html,
+)
+from .stream import StepRecord
+
+PAUSE, RESUME = "Pause Video", "Resume Video"
+
+
+class DuetPlayer(w.VBox):
+    """Video, settings, Start / Pause / Stop, the current frame, live scores, the chat and a message box."""
+
+    def __init__(self, model, tokenizer, examples: Sequence[DemoExample] = (), video: str | Path | None = None,
+                 settings: DemoSettings | None = None, realtime: bool = True, upload_dir: str | Path | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.examples = list(examples)
+        self.realtime = realtime  # sleep to the video's pace when inference is faster
+        self.upload_dir = Path(upload_dir or tempfile.mkdtemp(prefix="mmduet-upload-"))
+        self.playback: DuetPlayback | None = None
+        self.state = "ready"
+        self.last_error: str | None = None
+        self._task: asyncio.Task | None = None
+        self._paused = False
+        self._build()
+        settings = settings or (self.examples[0].settings if self.examples else DemoSettings())
+        if self.examples and video is None:
+            self._apply_example(self.examples[0])
+        else:
+            self.video_path.value = str(video or "")
+            self._apply_settings(settings)
+        super().__init__([self.title, w.HBox([self.controls, self.display_area])],
+                         layout=w.Layout(width="100%"))
+        self.add_class("duet-player")  # a handle for styling and for the browser test
+        self._render()
+
+    # ---- layout -------------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.title = w.HTML("<h3 style='margin:4px 0'>MMDuet · VideoLLM Knows When to Speak</h3>"
+                            "<span style='font-size:12px;color:#555'>Pick an example or a video, press Start, "
+                            "type a message while it plays: it is read at the current video time. The model "
+                            "speaks when its score passes the threshold.</span>")
+        wide = w.Layout(width="300px")
+        style = {"description_width": "110px"}
+        names = [e.name for e in self.examples]
+        self.example = w.Dropdown(options=names or ["(none)"], value=names[0] if names else "(none)",
+                                  description="Example", layout=wide, style=style)
+        self.video_path = w.Text(description="Video file", placeholder="path/to/video.mp4", layout=wide, style=style)
+        self.upload = w.FileUpload(accept="video/*", multiple=False, description="Upload video")
+        self.mode = w.RadioButtons(options=list(THRESHOLD_MODES), description="Threshold mode", style=style)
+        self.use_informative = w.Checkbox(description="informative score", indent=False)
+        self.use_relevance = w.Checkbox(description="relevance score", indent=False)
+        self.remove_replies = w.RadioButtons(options=["yes", "no"], description="Remove previous replies",
+                                             style={"description_width": "initial"})
+        self.threshold = w.FloatSlider(min=0, max=3, step=0.05, description="Score threshold", layout=wide,
+                                       style=style, readout_format=".2f")
+        self.interval = w.FloatSlider(min=0.1, max=10, step=0.1, description="Frame interval (s)", layout=wide,
+                                      style=style, readout_format=".1f")
+        self.start_button = w.Button(description="Start", button_style="primary", icon="play")
+        self.pause_button = w.Button(description=PAUSE, disabled=True, icon="pause")
+        self.stop_button = w.Button(description="Stop Video", button_style="danger", disabled=True, icon="stop")
+        self.frame_image = w.Image(format="png", layout=w.Layout(width="360px", height="auto",
+                                                                   border="1px solid #ddd"))
+        self.status = w.HTML()
+        self.plot = w.Image(format="png", layout=w.Layout(width="100%", max_width="720px"))
+        self.chat = w.HTML(layout=w.Layout(width="100%"))
+        self.message = w.Text(placeholder="Type a message; it is read at the current video time",
+                              layout=w.Layout(flex="1"))
+        self.send_button = w.Button(description="Send", icon="paper-plane")
+        self.error = w.HTML()
+        self.controls = w.VBox([
+            self.example, self.video_path, self.upload, self.mode,
+            w.HTML("<span style='font-size:13px'>Scores used</span>"), self.use_informative, self.use_relevance,
+            self.remove_replies, self.threshold, self.interval,
+            w.HBox([self.start_button, self.pause_button]), self.stop_button, self.error,
+        ], layout=w.Layout(width="320px", padding="0 12px 0 0"))
+        self.display_area = w.VBox([
+            w.HBox([self.frame_image, w.VBox([self.chat], layout=w.Layout(flex="1", padding="0 0 0 10px"))]),
+            self.status, self.plot, w.HBox([self.message, self.send_button], layout=w.Layout(width="100%")),
+        ], layout=w.Layout(flex="1"))
+        self.example.observe(self._guard(lambda change: self._on_example(change["new"])), names=["value"])
+        self.upload.observe(self._guard(lambda change: self._on_upload(change["new"])), names=["value"])
+        self.start_button.on_click(self._guard(lambda _: self.start()))
+        self.pause_button.on_click(self._guard(lambda _: self.toggle_pause()))
+        self.stop_button.on_click(self._guard(lambda _: self.stop()))
+        self.send_button.on_click(self._guard(lambda _: self.send()))
+        with warnings.catch_warnings():  # Enter in the box. ipywidgets suggests observing `value` instead, which
+            warnings.simplefilter("ignore", DeprecationWarning)  # also fires on blur and would send half-typed text
+            self.message.on_submit(self._guard(lambda _: self.send()))
+
+    def _guard(self, callback: Callable) -> Callable:
+        """Widget callbacks show their errors in the player instead of losing them in the kernel log."""
+        def run(*args):
+            try:
+                callback(*args)
+            except Exception as exc:  # noqa: BLE001
+                self._show_error(exc)
+        return run
+
+    def _show_error(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.error.value = f"<span style='color:#b00020;font-size:12px'>{self.last_error}</span>"
+        if not isinstance(exc, ValueError | FileNotFoundError):
+            traceback.print_exception(exc)
+
+    # ---- settings -----------------------------------------------------------------------------------------
+
+    def settings(self) -> DemoSettings:
+        """The controls as a validated `DemoSettings`."""
+        scores = tuple(name for name, box in (("informative score", self.use_informative),
+                                              ("relevance score", self.use_relevance)) if box.value)
+        return DemoSettings(self.mode.value, scores, self.remove_replies.value == "yes", float(self.threshold.value),
+                            float(self.interval.value))
+
+    def _apply_settings(self, s: DemoSettings) -> None:
+        self.mode.value = s.threshold_mode
+        self.use_informative.value = "informative score" in s.scores
+        self.use_relevance.value = "relevance score" in s.scores
+        self.remove_replies.value = "yes" if s.remove_previous_replies else "no"
+        self.threshold.value = s.threshold
+        self.interval.value = s.frame_interval
+
+    def _apply_example(self, example: DemoExample) -> None:
+        self.video_path.value = _shown_path(example.video)
+        self.message.value = example.message
+        self._apply_settings(example.settings)
+
+    def _on_example(self, name: str) -> None:
+        example = next((e for e in self.examples if e.name == name), None)
+        if example is not None:
+            self._apply_example(example)
+
+    def _on_upload(self, files) -> None:
+        if not files:
+            return
+        item = files[0]
+        path = self.upload_dir / Path(item["name"]).name
+        path.write_bytes(bytes(item["content"]))
+        self.video_path.value = str(path)
+        self.upload.value = ()  # the bytes live on disk, not in the widget state
+
+    # ---- running ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the video with the current settings and start playing (a message in the box is sent first, at
+        time 0). Without a running event loop, nothing plays until `step()` is called."""
+        self.stop()
+        self.error.value, self.last_error = "", None
+        settings = self.settings()
+        video = self.video_path.value.strip()
+        if not video:
+            raise ValueError("choose a video: an example, a file path or an upload")
+        if not Path(video).is_file():
+            raise FileNotFoundError(f"{video}: no such video file")
+        self._set_state("loading")
+        self.playback = DuetPlayback(self.model, self.tokenizer, video, settings)
+        self._paused = False
+        self._set_running(True)
+        if self.message.value.strip():
+            self.send()
+        self._set_state("playing")
+        self._render()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._task = loop.create_task(self.play())
+
+    async def play(self) -> None:
+        """Feed frames until the video ends or Stop; paused, it waits; each frame yields to the event loop."""
+        try:
+            while self.playback is not None and not self.playback.finished:
+                if self._paused:
+                    await asyncio.sleep(0.05)
+                    continue
+                started = time.perf_counter()
+                self.step()
+                wait = self.playback.settings.frame_interval - (time.perf_counter() - started) if self.realtime else 0
+                await asyncio.sleep(max(wait, 0.0))
+        except Exception as exc:  # noqa: BLE001
+            self._show_error(exc)
+            self._set_running(False)
+            self._set_state("error")
+
+    def step(self, frames: int = 1) -> list[StepRecord]:
+        """Feed up to `frames` frames now and update the displays."""
+        if self.playback is None:
+            raise RuntimeError("press Start (or call start()) first")
+        records = [r for r in (self.playback.step() for _ in range(frames)) if r is not None]
+        if self.playback.finished:
+            self._set_running(False)
+            self._set_state("finished")
+        self._render()
+        return records
+
+    def toggle_pause(self) -> None:
+        if self.playback is None or self.playback.finished:
+            return
+        self._paused = not self._paused
+        self.pause_button.description = RESUME if self._paused else PAUSE
+        self.pause_button.icon = "play" if self._paused else "pause"
+        self._set_state("paused" if self._paused else "playing")
+
+    def stop(self) -> None:
+        """End the run; the last frame, scores and chat stay visible until the next Start."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+        if self.playback is not None and self.state in ("playing", "paused", "loading"):
+            self._set_state("stopped")
+        self._paused = False
+        self._set_running(False)
+
+    def send(self, text: str | None = None) -> None:
+        """Send the message box's text (or `text`): shown now, read by the model before the next frame."""
+        text = (self.message.value if text is None else text).strip()
+        if not text:
+            return
+        if self.playback is None or self.playback.finished:
+            raise ValueError("start a video first: messages are read at the current video time")
+        self.playback.send_message(text)
+        self.message.value = ""
+        self.chat.value = chat_html(self.playback.chat)
+
+    # ---- displays -----------------------------------------------------------------------------------------
+
+    def _set_running(self, running: bool) -> None:
+        for control in (self.example, self.video_path, self.upload, self.mode, self.use_informative,
+                        self.use_relevance, self.remove_replies, self.threshold, self.interval, self.start_button):
+            control.disabled = running
+        self.pause_button.disabled = self.stop_button.disabled = not running
+        self.pause_button.description, self.pause_button.icon = PAUSE, "pause"
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.status.value = status_html(self.playback, state)
+
+    def _render(self) -> None:
+        pb = self.playback
+        self.status.value = status_html(pb, self.state)
+        self.chat.value = chat_html(pb.chat if pb else [])
+        if pb is None:
+            return
+        self.frame_image.value = png_bytes(pb.current_frame(), max_side=480)
+        fig = score_figure(pb.steps, pb.policy, pb.duration)
+        self.plot.value = png_bytes(fig)
+
+    def to_static(self) -> str:
+        """The session so far as self-contained HTML (exported reports have no kernel for the widgets)."""
+        if self.playback is None:
+            return "<p>No session yet: press Start.</p>"
+        return static_html(self.playback)
+
+
+__all__ = ["DuetPlayer"]
+
+
+def _shown_path(path: str | Path) -> str:
+    """A path relative to the working directory when it is near (what a screenshot or a shared notebook shows)."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith(os.path.join(os.pardir, os.pardir)) else str(path)

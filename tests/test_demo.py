@@ -1,0 +1,260 @@
+"""The duet demo: settings, playback, pure renderers, and the ipywidgets player driven without a kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from mmduet_core.checkpoint import ASSETS, load_model
+from mmduet_core.demo import (
+    ChatMessage,
+    DemoExample,
+    DemoSettings,
+    DuetPlayback,
+    chat_html,
+    demo_examples,
+    png_bytes,
+    policy_trace,
+    score_figure,
+    static_html,
+)
+from mmduet_core.stream import DuetSession, StepRecord
+from mmduet_core.video import read_video
+from mmduet_core.widgets import PAUSE, RESUME, DuetPlayer
+
+from .conftest import shared_path
+
+SAMPLE = ASSETS / "sample_toy.mp4"
+SAMPLE_SECONDS = json.loads((ASSETS / "sample_toy.json").read_text())["duration"]
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return load_model("toy", device="cpu")
+
+
+# ---- settings -----------------------------------------------------------------------------------------------
+
+def test_settings_map_the_original_controls_to_a_policy():
+    s = DemoSettings("sum score", ("informative score", "relevance score"), False, 1.5, 2.0)
+    p = s.policy()
+    assert (p.mode, p.threshold, p.score_heads, p.remove_assistant_turns) == (
+        "sum", 1.5, ("informative_score", "relevance_score"), False)
+    assert s.fps == 0.5
+    assert DemoSettings().policy().mode == "prob" and DemoSettings("z-score").policy().mode == "z"
+    # the original app's defaults: single-frame, informative, remove previous turns, 0.3, 0.5 s
+    d = DemoSettings()
+    assert (d.threshold_mode, d.scores, d.remove_previous_replies, d.threshold, d.frame_interval) == (
+        "single-frame score", ("informative score",), True, 0.3, 0.5)
+
+
+@pytest.mark.parametrize("bad", [dict(scores=()), dict(scores=("loudness",)), dict(threshold_mode="always"),
+                                 dict(frame_interval=0.0)])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        DemoSettings(**bad)
+
+
+def test_examples_include_the_original_demo_videos_when_found(tmp_path):
+    names = [e.name for e in demo_examples([tmp_path])]
+    assert names and all(n.startswith("toy") for n in names)  # no office/drive here
+    videos = shared_path("data/videos/office.mp4").parent
+    found = {e.name: e for e in demo_examples([tmp_path, videos])}
+    office = found["original demo: office.mp4"]
+    # upstream's example row: single-frame, informative + relevance, 0.4, 0.5 s, keep previous replies
+    assert office.message == "What is happening in the office?"
+    assert (office.settings.threshold, office.settings.frame_interval, office.settings.remove_previous_replies,
+            office.settings.scores) == (0.4, 0.5, False, ("informative score", "relevance score"))
+    assert found["original demo: drive.mp4"].message == "Who is driving the car?"
+
+
+# ---- the policy trace ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings", [DemoSettings("single-frame score", threshold=0.5),
+                                      DemoSettings("sum score", threshold=1.0),
+                                      DemoSettings("z-score", threshold=1.0)])
+def test_policy_trace_replays_the_sessions_decisions(toy, settings):
+    model, tokenizer = toy
+    playback = DuetPlayback(model, tokenizer, SAMPLE, settings)
+    playback.send_message("What is happening in the video?")
+    steps = playback.run()
+    trace = policy_trace(playback.policy, steps)
+    assert [p.fired for p in trace] == [s.reply is not None for s in steps]
+    if settings.threshold_mode == "sum score":  # the level is the running sum, reset after each reply
+        fired_levels = [p.level for p in trace if p.fired]
+        assert all(level > settings.threshold for level in fired_levels)
+
+
+def test_policy_trace_on_hand_made_scores():
+    steps = [StepRecord(t * 0.5, inf, 0.0) for t, inf in enumerate([0.2, 0.3, 0.6, 0.1, 0.9])]
+    trace = policy_trace(DemoSettings("sum score", threshold=1.0).policy(), steps)
+    assert [round(p.level, 2) for p in trace] == [0.2, 0.5, 1.1, 0.1, 1.0]
+    assert [p.fired for p in trace] == [False, False, True, False, False]  # strict >, reset after firing
+
+
+# ---- playback -----------------------------------------------------------------------------------------------
+
+def test_playback_feeds_a_message_before_the_next_frame(toy):
+    """A message sent after frame k is stamped with frame k+1's time and read right before it, exactly as a
+    session given the same message at that time."""
+    model, tokenizer = toy
+    settings = DemoSettings(threshold=0.5)
+    playback = DuetPlayback(model, tokenizer, SAMPLE, settings)
+    for _ in range(6):
+        playback.step()
+    sent = playback.send_message("  What is happening in the video?  ")
+    assert sent.time == pytest.approx(3.0) and sent.text == "What is happening in the video?"
+    playback.run()
+    assert playback.finished and len(playback.steps) == len(playback.clip) == math.floor(SAMPLE_SECONDS * 2)
+    assert playback.steps[6].user_message == sent.text
+    assert playback.step() is None
+    reference = DuetSession(model, tokenizer, settings.policy(), fps=2.0)
+    reference.add_user_message(sent.text, 3.0)
+    reference.push_frames(read_video(SAMPLE, fps=2.0, resolution=32, rule="floor").frames)
+    assert [round(s.informative, 5) for s in playback.steps] == [round(s.informative, 5) for s in reference.steps]
+    def replies(responses):  # the reference holds the message from the start, the playback from frame 6 on
+        return [(r["time"], r["content"]) for r in responses if r["role"] == "assistant"]
+
+    assert replies(playback.session.responses) == replies(reference.responses)
+    assert [m.role for m in playback.chat].count("assistant") == sum(s.reply is not None for s in playback.steps)
+
+
+def test_empty_message_is_refused(toy):
+    playback = DuetPlayback(*toy, SAMPLE)
+    with pytest.raises(ValueError, match="empty"):
+        playback.send_message("   ")
+
+
+def test_current_frame_is_the_original_resolution(toy):
+    playback = DuetPlayback(*toy, SAMPLE)
+    assert playback.current_frame().shape == (64, 64, 3)  # the toy video is 64 px; the model sees 32 px
+    assert playback.clip.frames.shape[-1] == 32
+
+
+# ---- renderers ----------------------------------------------------------------------------------------------
+
+def test_chat_html_stamps_times_and_escapes_text():
+    html = chat_html([ChatMessage(1.25, "user", "is <b>this</b> safe?"), ChatMessage(3.0, "assistant", "a red square")])
+    assert "[time=1.2s]" in html or "[time=1.3s]" in html
+    assert "[time=3.0s]" in html and "a red square" in html
+    assert "<b>this</b>" not in html and "&lt;b&gt;this&lt;/b&gt;" in html
+    assert ChatMessage(2.0, "assistant", "hi").stamped == "[time=2.0s] hi"
+
+
+def test_score_figure_and_static_page(toy):
+    playback = DuetPlayback(*toy, SAMPLE, DemoSettings("sum score", ("informative score", "relevance score"),
+                                                       threshold=1.0))
+    playback.send_message("What is happening in the video?")
+    playback.run()
+    fig = score_figure(playback.steps, playback.policy, playback.duration)
+    assert isinstance(fig, Figure)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert {"informative", "relevance", "running sum", "reply"} <= set(labels)
+    assert png_bytes(fig)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png_bytes(np.zeros((10, 20, 3), np.uint8))[:4] == b"\x89PNG"
+    page = static_html(playback)
+    assert page.count("<img") >= 2 and "[time=" in page and "sum score" in page
+
+
+# ---- the widget ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def player(toy, tmp_path):
+    examples = [DemoExample("toy sample", SAMPLE, "What is happening in the video?", DemoSettings(threshold=0.5)),
+                DemoExample("toy sum", SAMPLE, "Please simply describe what do you see.",
+                            DemoSettings("sum score", ("informative score",), True, 1.5, 1.0))]
+    return DuetPlayer(*toy, examples=examples, realtime=False, upload_dir=tmp_path)
+
+
+def test_player_start_step_message_pause_stop(player):
+    assert Path(player.video_path.value).resolve() == SAMPLE.resolve() and player.threshold.value == 0.5
+    player.start_button.click()  # no event loop here: nothing plays until step()
+    assert player.last_error is None and player.state == "playing"
+    assert player.start_button.disabled and player.threshold.disabled and not player.stop_button.disabled
+    assert [m.text for m in player.playback.chat] == ["What is happening in the video?"]  # the box was sent
+    assert player.message.value == ""
+    player.step(4)
+    assert player.frame_image.value[:4] == b"\x89PNG" and player.plot.value[:4] == b"\x89PNG"
+    assert "video time <b>1.5 s</b>" in player.status.value  # the last fed frame
+    player.message.value = "Which shape is it?"
+    player.send_button.click()
+    assert player.playback.chat[-1].text == "Which shape is it?" and player.playback.chat[-1].time == 2.0
+    assert "Which shape is it?" in player.chat.value and "[time=2.0s]" in player.chat.value
+    player.pause_button.click()
+    assert player.state == "paused" and player.pause_button.description == RESUME
+    player.pause_button.click()
+    assert player.state == "playing" and player.pause_button.description == PAUSE
+    player.step(100)
+    assert player.state == "finished" and not player.start_button.disabled and player.pause_button.disabled
+    assert player.playback.steps[4].user_message == "Which shape is it?"
+    replies = [m for m in player.playback.chat if m.role == "assistant"]
+    assert replies and all(f"[time={m.time:.1f}s]" in player.chat.value for m in replies)
+    assert "<img" in player.to_static()
+
+
+def test_player_example_and_controls(player):
+    player.example.value = "toy sum"
+    assert (player.mode.value, player.threshold.value, player.interval.value) == ("sum score", 1.5, 1.0)
+    assert player.message.value == "Please simply describe what do you see."
+    player.use_relevance.value = True
+    player.remove_replies.value = "no"
+    s = player.settings()
+    assert s.scores == ("informative score", "relevance score") and not s.remove_previous_replies
+    player.start_button.click()
+    assert player.playback.clip.fps == 1.0 and len(player.playback.clip) == math.floor(SAMPLE_SECONDS)
+    assert player.playback.policy.mode == "sum" and not player.playback.policy.remove_assistant_turns
+    player.stop_button.click()
+    assert player.state == "stopped" and not player.mode.disabled
+
+
+def test_player_shows_errors_instead_of_raising(player):
+    player.use_informative.value = False
+    player.start_button.click()
+    assert "scores must be" in player.error.value and player.playback is None
+    player.use_informative.value = True
+    player.video_path.value = "/no/such/video.mp4"
+    player.start_button.click()
+    assert "no such video file" in player.error.value
+    player.message.value = "hello"
+    player.send_button.click()
+    assert "start a video first" in player.error.value
+
+
+def test_player_upload_goes_to_disk_not_widget_state(player, tmp_path):
+    player.upload.value = ({"name": "clip.mp4", "type": "video/mp4", "size": SAMPLE.stat().st_size,
+                            "content": memoryview(SAMPLE.read_bytes()),
+                            "last_modified": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)},)
+    assert player.video_path.value == str(tmp_path / "clip.mp4")
+    assert (tmp_path / "clip.mp4").read_bytes() == SAMPLE.read_bytes() and player.upload.value == ()
+
+
+def test_player_plays_on_the_event_loop_and_pause_holds_it(player):
+    """Started inside a running loop, playback is a task: it yields between frames, so Pause (and a message)
+    take effect while it runs, and it resumes where it stopped."""
+    async def scenario():
+        player.start()
+        assert player._task is not None
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if len(player.playback.steps) >= 3:
+                break
+        player.toggle_pause()
+        held = len(player.playback.steps)
+        player.send("Which shape is it?")
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert len(player.playback.steps) == held  # paused: no frame fed
+        player.toggle_pause()
+        await asyncio.wait_for(player._task, timeout=60)
+        return held
+
+    held = asyncio.run(scenario())
+    assert player.state == "finished" and len(player.playback.steps) == math.floor(SAMPLE_SECONDS * 2)
+    assert player.playback.steps[held].user_message == "Which shape is it?"
