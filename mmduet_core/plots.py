@@ -109,3 +109,85 @@ def saliency_bars(pred: Sequence[float], gold_rows: dict, title: str | None = No
     fig.legend(loc="upper right", fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def loss_curves(rows: Sequence[dict], title: str | None = None, reference: Sequence[dict] = (),
+                reference_label: str = "shipped toy model") -> Figure:
+    """LM loss and head (video) loss against the optimiser step, from a training log (`loss_history.json` rows);
+    an optional second log drawn dashed for comparison."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for log, style, suffix in ((rows, "-", ""), (reference, "--", f" ({reference_label})")):
+        for key, colour, name in (("lm_loss", INFORMATIVE, "LM loss"), ("video_loss", RELEVANCE, "head loss")):
+            points = [(r["step"], r[key]) for r in log if key in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, color=colour, lw=1.4, alpha=1 if not suffix else 0.5,
+                        label=name + suffix)
+    ax.set(xlabel="optimiser step", ylabel="loss", title=title or "training losses")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.25)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def training_labels(frames, informative: Sequence[int], relevance: Sequence[int], fps: float,
+                    title: str | None = None, max_frames: int = 40) -> Figure:
+    """One training example as the heads see it: frame thumbnails with their informative and relevance labels
+    (1 positive, 0 negative, blank ignored)."""
+    n = min(len(frames), max_frames)
+    fig, axes = plt.subplots(2, 1, figsize=(min(1 + 0.42 * n, 17), 2.4), height_ratios=(1.4, 1))
+    strip = np.concatenate([np.asarray(frames[k]).transpose(1, 2, 0) for k in range(n)], axis=1)
+    axes[0].imshow(strip)
+    axes[0].set_axis_off()
+    axes[0].set_title(title or "a training example", fontsize=10)
+    grid = np.full((2, n), np.nan)
+    for row, labels in enumerate((informative, relevance)):
+        for k, value in enumerate(list(labels)[:n]):
+            if value in (0, 1):
+                grid[row, k] = value
+    axes[1].imshow(grid, aspect="auto", cmap="Greens", vmin=-0.2, vmax=1.2, interpolation="nearest")
+    axes[1].set_yticks([0, 1], ["informative", "relevance"], fontsize=8)
+    ticks = list(range(0, n, max(1, n // 10)))
+    axes[1].set_xticks(ticks, [f"{k / fps:.1f}" for k in ticks], fontsize=8)
+    axes[1].set_xlabel("frame time (s); dark = positive label, light = negative, white = not labelled", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def duplicate_rates(rates: dict[str, float], band: tuple[float, float] | None = None,
+                    title: str | None = None) -> Figure:
+    """Share of replies that repeat an earlier reply of the same video, per run; an optional shaded band for
+    a published range."""
+    fig, ax = plt.subplots(figsize=(6.5, 0.6 + 0.45 * max(len(rates), 1)))
+    names = list(rates)
+    ax.barh(names, [100 * rates[n] for n in names], color=INFORMATIVE, alpha=0.8)
+    for y, n in enumerate(names):
+        ax.text(100 * rates[n] + 1, y, f"{100 * rates[n]:.0f} %", va="center", fontsize=8)
+    if band:
+        ax.axvspan(100 * band[0], 100 * band[1], color="grey", alpha=0.15, lw=0,
+                   label=f"MMDuet 7B, later work: {100 * band[0]:.0f}-{100 * band[1]:.0f} %")
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.set(xlim=(0, 105), xlabel="duplicate replies (%)", title=title or "duplicate-reply rate")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def speed_bars(rows: Sequence[dict], label: str, slow: tuple[str, str], fast: tuple[str, str],
+               unit: str = "frames / s", title: str | None = None) -> Figure:
+    """Two approaches timed in the same run, side by side per row, with their ratio written above.
+    `slow` / `fast` are (row key, legend name)."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.2 * len(rows)), 3.2))
+    x = np.arange(len(rows))
+    a = [r[slow[0]] for r in rows]
+    b = [r[fast[0]] for r in rows]
+    ax.bar(x - 0.2, a, 0.4, color="#999999", label=slow[1])
+    ax.bar(x + 0.2, b, 0.4, color=INFORMATIVE, label=fast[1])
+    for i, (s, f) in enumerate(zip(a, b, strict=True)):
+        ax.text(i, max(s, f) * 1.04, f"x{f / s:.1f}" if s else "", ha="center", fontsize=9)
+    ax.set_xticks(x, [str(r[label]) for r in rows], fontsize=8)
+    ax.set_ylim(0, max(a + b) * 1.2)
+    ax.set(ylabel=unit, title=title)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig

@@ -10,6 +10,7 @@ Layout written under `out`:
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -60,6 +61,18 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+@contextlib.contextmanager
+def _inline_figures():
+    """The kernel inherits this process's environment: an MPLBACKEND such as Agg (set for headless tests) would
+    leave every plt.show() in the report empty. Kernels get the inline backend; the variable is restored after."""
+    saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+
+
 def _failing_cell(exc: Exception) -> dict:
     info = {"ename": getattr(exc, "ename", type(exc).__name__),
             "evalue": str(getattr(exc, "evalue", exc))[:2000]}
@@ -94,13 +107,16 @@ def run_notebook(notebook: Path, out: Path, parameters: dict | None = None,
     executed = out / "executed" / f"{stem}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     params = {"OUTPUT_DIR": str(Path(os.path.relpath(output_dir, notebook.parent)))}
+    if "INTERACTIVE" in papermill.inspect_notebook(str(notebook)):
+        params["INTERACTIVE"] = False  # widgets need a live kernel; the report shows the static figures
     params.update(parameters or {})
     started = time.perf_counter()
     error = None
     try:
-        papermill.execute_notebook(str(notebook), str(executed), parameters=params,
-                                   kernel_name=kernel_name, cwd=str(notebook.parent),
-                                   progress_bar=False, log_output=False)
+        with _inline_figures():
+            papermill.execute_notebook(str(notebook), str(executed), parameters=params,
+                                       kernel_name=kernel_name, cwd=str(notebook.parent),
+                                       progress_bar=False, log_output=False)
     except papermill.PapermillExecutionError as exc:
         error = _failing_cell(exc)
     wall = time.perf_counter() - started

@@ -35,7 +35,7 @@ def test_charades_notebook_on_the_toy_world(tmp_path):
     assert (tmp_path / "out" / "sweep_R0.5.png").exists() and (tmp_path / "out" / "predictions.jsonl").exists()
 
 
-EXPECTED_CHARADES = (20.68, 12.5, 12.5)  # mIoU, R@0.3, R@0.5 measured with the shipped toy model
+EXPECTED_CHARADES = (58.1, 75.0, 50.0)  # mIoU, R@0.3, R@0.5 measured with the shipped toy model
 
 
 @pytest.mark.slow
@@ -54,7 +54,68 @@ def test_benchmark_notebooks_on_the_toy_world(tmp_path, name, keys):
 
 
 EXPECTED = {  # measured with the shipped toy model on the first 4 test examples of the toy world (seed 0)
-    "02_youcook2.ipynb": (89.8, 14.0, 11.4, 16.7, 24.5, 19.7),
-    "03_magqa.ipynb": (3.72, 30.5, 13.0),
-    "05_qvhighlights.ipynb": (34.75, 25.0),
+    "02_youcook2.ipynb": (57.0, 7.2, 11.3, 10.9, 13.0, 11.8),
+    "03_magqa.ipynb": (3.54, 24.5, 15.5),
+    "05_qvhighlights.ipynb": (91.67, 100.0),
 }
+
+
+@pytest.mark.slow
+def test_demo_notebook_records_a_scripted_session(tmp_path):
+    """The demo's scripted session on the shipped sample: every frame fed, the model speaks, the static record
+    (figure and chat page) written; the player is built but not displayed (INTERACTIVE False)."""
+    from mmduet_core.checkpoint import ASSETS
+    from mmduet_core.video import read_video
+
+    sample = ASSETS / "sample_toy.mp4"
+    record = _run("01_demo.ipynb", tmp_path, VIDEO=str(sample), INTERACTIVE=False)
+    m = record["metrics"]
+    assert m["frames"] == len(read_video(sample, fps=2.0, resolution=32, rule="floor"))
+    assert 1 <= m["distinct_replies"] <= m["replies"] and 0 <= m["duplicate_rate"] < 1
+    assert 0 < m["first_reply_time"] < m["frames"] / 2
+    page = (tmp_path / "out" / "session.html").read_text()
+    assert "[time=0.0s]" in page and page.count("<img") >= 2
+    assert (tmp_path / "out" / "scores.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_training_notebook_trains_saves_and_reloads(tmp_path):
+    from mmduet_core.toyworld import make_toyworld
+
+    world = tmp_path / "world"
+    make_toyworld(world, seed=1, sizes={"train": 6, "test": 1, "flash": 6})
+    record = _run("06_training.ipynb", tmp_path, WORLD=str(world), MAX_STEPS=4)
+    m = record["metrics"]
+    assert m["steps"] == 4 and m["heads_loaded"] is True and m["examples"] > 20
+    assert m["lm_loss_first"] > 0 and m["head_loss_first"] > 0
+    assert (tmp_path / "out" / "run" / "final" / "model.safetensors").exists()
+    assert (tmp_path / "out" / "loss_curves.png").exists() and (tmp_path / "out" / "example_0.png").exists()
+
+
+def test_paper_figures_notebook_puts_ours_beside_the_paper(tmp_path):
+    """Read back the committed reports of notebooks 02-05: every Table 1 row carries the paper's number and this
+    run's number exactly as the benchmark notebook recorded it."""
+    from mmduet_core import paper
+
+    reports = ROOT / "reports"
+    record = _run("07_paper_figures.ipynb", tmp_path, REPORTS_DIR=str(reports))
+    m = record["metrics"]
+    for number in paper.TABLE1:
+        folder = paper.BENCHMARK_REPORTS[number.benchmark]
+        recorded = json.loads((reports / folder / "metrics.json").read_text())["metrics"][number.metric]
+        assert m[f"{number.benchmark} {number.label}"] == recorded
+    table = (tmp_path / "out" / "table1.md").read_text()
+    assert "| QVHighlights val | mAP | 31.3 |" in table and "toy model on toy world" in table
+    assert {"charades_sweep.png", "qvh_window.png", "duplicate_rates.png"} <= {p.name for p in (tmp_path / "out").iterdir()}
+
+
+@pytest.mark.slow
+def test_performance_notebook_ratios(tmp_path):
+    """Small sizes: the two paths of every benchmark agree (same replies, same frames) and every ratio is
+    recorded. Which side is faster is for the report to show, not for a timed assertion on a noisy machine."""
+    record = _run("08_performance.ipynb", tmp_path, FRAMES=40, VIDEO_SECONDS=3.0, REPEAT=1)
+    m = record["metrics"]
+    assert m["stream_same_replies"] is True and m["stream_max_prob_diff"] < 1e-4
+    assert m["video_same_frames"] is True
+    assert m["eval_ratio"] > 0 and m["stream_ratio grounding (prob 1.0, never fires)"] > 0
+    assert {"stream.png", "video.png", "bench_eval.json"} <= {p.name for p in (tmp_path / "out").iterdir()}

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mmduet_core.video import VideoError, build_metadata, read_video, source_indices, write_video
+from mmduet_core.bench import synthetic_video
+from mmduet_core.video import VideoError, build_metadata, read_video, source_indices
 
 from .conftest import shared_path
 
@@ -50,14 +51,7 @@ def _opencv_reference(path, fps: float, max_frames: int, resolution: int, rule: 
 
 
 def _synthetic(path, n, h, w, fps, seed=0):
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n):
-        f = np.full((h, w, 3), (i * 7) % 200, np.uint8)
-        f[h // 4:h // 2, (i * 3) % w:(i * 3) % w + w // 5] = (250, 20, 120)
-        f[-h // 5:, : w // 3] = (20, 200, 40)
-        frames.append(f + rng.integers(0, 25, (h, w, 3), dtype=np.uint8))
-    return write_video(path, frames, fps)
+    return synthetic_video(path, n, h, w, fps, seed)
 
 
 @pytest.fixture(scope="module")
