@@ -118,11 +118,10 @@ def _cmd_toyeval(args) -> int:
     from pathlib import Path
 
     from .checkpoint import load_model
-    from .toyworld import SPLITS, evaluate_on_toyworld, make_toyworld
+    from .toyworld import SPLITS, ensure_splits, evaluate_on_toyworld
 
     world = Path(args.world)
-    if not (world / "annotations" / args.split).exists():
-        make_toyworld(world, args.seed, sizes={args.split: SPLITS[args.split]})
+    ensure_splits(world, args.seed, {args.split: SPLITS[args.split]})
     if args.untrained:
         from .training import build_toy_model
 

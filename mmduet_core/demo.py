@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from .checkpoint import ASSETS
 from .plots import INFORMATIVE, RELEVANCE
 from .stream import DuetSession, ResponsePolicy, StepRecord
 from .video import Clip, read_video
@@ -33,7 +34,6 @@ ThresholdMode = Literal["single-frame score", "sum score", "z-score"]
 THRESHOLD_MODES: dict[str, str] = {"single-frame score": "prob", "sum score": "sum", "z-score": "z"}
 SCORE_NAMES: dict[str, str] = {"informative score": "informative_score", "relevance score": "relevance_score"}
 DEMO_MAX_FRAMES = 400  # upstream's demo loader cap
-ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 # ---- settings and examples ----------------------------------------------------------------------------------
@@ -134,14 +134,8 @@ def policy_trace(policy: ResponsePolicy, steps: Sequence[StepRecord]) -> list[Po
     """Replay the policy over recorded steps (its decisions are a pure function of the scores)."""
     state, out = policy.new_state(), []
     for s in steps:
-        score = sum(s.informative if h == "informative_score" else s.relevance for h in policy.score_heads)
-        if policy.mode == "z":
-            recent = state.scores
-            bar = 1.0 if len(recent) < policy.first_n_frames_no_generate or not recent else \
-                float(np.mean(recent) + policy.threshold * np.std(recent))
-            level = score
-        else:
-            bar, level = policy.threshold, (state.score_sum + score if policy.mode == "sum" else score)
+        score, bar = state.frame_score(s.informative, s.relevance), state.current_threshold()
+        level = state.score_sum + score if policy.mode == "sum" else score
         fired = state.decide(s.informative, s.relevance)
         out.append(PolicyPoint(score, level, bar, fired))
     return out
@@ -306,8 +300,8 @@ def status_html(playback: DuetPlayback | None, state: str) -> str:
         return f"<b>{html.escape(state)}</b>"
     last = playback.steps[-1]
     return (f"<b>{html.escape(state)}</b> &nbsp; video time <b>{last.time:.1f} s</b> / {playback.duration:.1f} s"
-            f" &nbsp; informative <b style='color:#1f77b4'>{last.informative:.2f}</b>"
-            f" &nbsp; relevance <b style='color:#d62728'>{last.relevance:.2f}</b>")
+            f" &nbsp; informative <b style='color:{INFORMATIVE}'>{last.informative:.2f}</b>"
+            f" &nbsp; relevance <b style='color:{RELEVANCE}'>{last.relevance:.2f}</b>")
 
 
 def _img_tag(data: bytes, alt: str, style: str = "") -> str:

@@ -85,16 +85,26 @@ class PolicyState:
     scores: list[float] = field(default_factory=list)
     frames_seen: int = 0
 
+    def frame_score(self, informative: float, relevance: float) -> float:
+        """One frame's score: the probabilities of the heads the policy uses, summed."""
+        return sum(informative if h == "informative_score" else relevance for h in self.policy.score_heads)
+
+    def current_threshold(self) -> float:
+        """What the next frame is compared with (z: mean + z * std of the recent scores, 1.0 while they settle)."""
+        p = self.policy
+        if p.mode != "z":
+            return p.threshold
+        if len(self.scores) < p.first_n_frames_no_generate or not self.scores:
+            return 1.0
+        return float(np.mean(self.scores) + p.threshold * np.std(self.scores))
+
     def decide(self, informative: float, relevance: float) -> bool:
         """Update with one frame's probabilities; True when the model should reply now."""
         p = self.policy
-        score = sum(informative if h == "informative_score" else relevance for h in p.score_heads)
+        score = self.frame_score(informative, relevance)
         self.frames_seen += 1
         if p.mode == "z":
-            if len(self.scores) < p.first_n_frames_no_generate or not self.scores:
-                threshold = 1.0
-            else:
-                threshold = float(np.mean(self.scores) + p.threshold * np.std(self.scores))
+            threshold = self.current_threshold()
             self.scores = (self.scores + [score])[-p.running_list_length:]
             return self.frames_seen > p.first_n_frames_no_generate and score > threshold
         self.scores = (self.scores + [score])[-p.running_list_length:]

@@ -284,10 +284,10 @@ class DuetPlayer(w.VBox):
         return static_html(self.playback)
 
 
-__all__ = ["DuetPlayer"]
-
-
 def _shown_path(path: str | Path) -> str:
     """A path relative to the working directory when it is near (what a screenshot or a shared notebook shows)."""
     relative = os.path.relpath(path)
     return relative if not relative.startswith(os.path.join(os.pardir, os.pardir)) else str(path)
+
+
+__all__ = ["DuetPlayer"]

@@ -90,11 +90,12 @@ class StreamDataset(Dataset):
         return meta["duration"]
 
     def load_frames(self, uid: str, load_range: range) -> torch.Tensor:
-        frames = FRAME_CACHE.get((str(self.video_root / uid), self.fps, self.frame_size))
+        key = (str(self.video_root / uid), self.fps, self.frame_size)
+        frames = FRAME_CACHE.get(key)
         if frames is None:
             frames = read_video(self.video_root / uid, fps=self.fps, max_frames=None, resolution=self.frame_size,
                                 rule="floor").frames
-            FRAME_CACHE.put((str(self.video_root / uid), self.fps, self.frame_size), frames)
+            FRAME_CACHE.put(key, frames)
         if load_range.stop > len(frames):
             raise VideoError(f"{uid}: frames {load_range.start}-{load_range.stop} asked, {len(frames)} decoded")
         return frames[load_range.start:load_range.stop]
