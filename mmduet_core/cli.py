@@ -118,10 +118,13 @@ def _cmd_toyeval(args) -> int:
     from pathlib import Path
 
     from .checkpoint import load_model
-    from .toyworld import SPLITS, ensure_splits, evaluate_on_toyworld
+    from .toyworld import SPLITS, ensure_splits, evaluate_on_toyworld, evaluate_oracle
 
     world = Path(args.world)
     ensure_splits(world, args.seed, {args.split: SPLITS[args.split]})
+    if args.oracle:
+        _print_json(evaluate_oracle(world, args.split, args.oracle))
+        return 0
     if args.untrained:
         from .training import build_toy_model
 
@@ -256,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("toyeval", help="score a model on the toy world's four benchmarks (the metric table)")
     p.add_argument("--model", default="toy")
     p.add_argument("--untrained", action="store_true", help="a freshly initialised toy model, for comparison")
+    p.add_argument("--oracle", choices=["exact", "colour", "shape"],
+                   help="no model: grounding and highlight scores of perfect relevance (or of colour / shape alone)")
     p.add_argument("--world", default="outputs/toyworld")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--seed", type=int, default=0)

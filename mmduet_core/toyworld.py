@@ -8,7 +8,8 @@ gone (occasionally after a short empty gap). Every annotation derives from the v
 * dense captioning: one caption per visit ("a red square moves right"), gold span = the visit;
 * MAGQA: "What is happening in the video?" with the visits' captions as timed answers;
 * grounding: "a red square" -> the spans of its visits;
-* highlights: the same query, 2 s clip saliency from 3 simulated annotators (how much of the clip shows it);
+* highlights: the same query, 2 s clip saliency from 3 simulated annotators (how much of the clip shows it),
+  for the objects on screen throughout at least one clip;
 * training files (DVC, MAGQA, grounding) with reply times inside the spans as in upstream's
   "0.25_0.5_earlier" files (between 50 % and 75 % of the span, spec §4.5).
 
@@ -18,6 +19,7 @@ Splits use disjoint videos. Everything is a pure function of the seed.
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from dataclasses import asdict, dataclass
@@ -99,15 +101,18 @@ FLASH_SECONDS = 0.5  # one flash per frame at the toy world's 2 frames per secon
 
 def sample_flash_video(name: str, rng: random.Random, n_flashes: int = 32) -> ToyVideo:
     """Flash cards for the relevance head: every half second a still shape at a random place (or nothing);
-    about a third of the flashes show one target shape. Training only (see `train_annotations`)."""
+    about a third of the flashes show one target shape and a third a near miss, the target's colour on
+    another shape: colour alone is an easy cue, and without near misses the head learns nothing else.
+    Training only (see `train_annotations`)."""
     target = (rng.choice(SHAPES), rng.choice(list(COLOURS)))
     others = [(s, c) for s in SHAPES for c in COLOURS if (s, c) != target]
+    near_misses = [(s, target[1]) for s in SHAPES if s != target[0]]
     visits, margin = [], OBJECT / 2
     for k in range(n_flashes):
         r = rng.random()
         if r < 0.15:
             continue
-        shape, colour = target if r < 0.45 else rng.choice(others)
+        shape, colour = target if r < 0.45 else rng.choice(near_misses) if r < 0.75 else rng.choice(others)
         where = (rng.uniform(margin, SIZE - margin), rng.uniform(margin, SIZE - margin))
         visits.append(Visit(shape, colour, "right", k * FLASH_SECONDS, (k + 1) * FLASH_SECONDS, position=where))
     return ToyVideo(name, n_flashes * FLASH_SECONDS, visits, rng.randrange(20, 60))
@@ -123,10 +128,12 @@ def _mask(shape: str, size: int) -> np.ndarray:
     return (yy >= size - 1 - 2 * np.abs(xx - c)) & (yy <= size - 1)  # triangle, apex up
 
 
-def render_frame(video: ToyVideo, t: float, rng: np.random.Generator) -> np.ndarray:
-    """The frame at time t: (SIZE, SIZE, 3) uint8."""
-    frame = np.full((SIZE, SIZE, 3), video.background, np.uint8)
-    frame += rng.integers(0, 6, frame.shape, dtype=np.uint8)
+OBJECT_AREA = {shape: int(_mask(shape, OBJECT).sum()) for shape in SHAPES}
+
+
+def on_screen(video: ToyVideo, t: float) -> list[tuple[Visit, str, slice, slice, np.ndarray]]:
+    """The objects drawn at time t: (visit, its colour then, frame rows, frame columns, mask of those pixels)."""
+    out = []
     for v in video.visits:
         if not v.start <= t < v.end:
             continue
@@ -137,13 +144,20 @@ def render_frame(video: ToyVideo, t: float, rng: np.random.Generator) -> np.ndar
         cy = SIZE / 2 + (y0 + (y1 - y0) * progress) * travel / 2
         if v.position is not None:
             cx, cy = v.position
-        colour = COLOURS[v.new_colour if v.new_colour and progress >= 0.5 else v.colour]
-        mask = _mask(v.shape, OBJECT)
+        colour = v.new_colour if v.new_colour and progress >= 0.5 else v.colour
         top, left = int(round(cy - OBJECT / 2)), int(round(cx - OBJECT / 2))
         ys, xs = slice(max(top, 0), min(top + OBJECT, SIZE)), slice(max(left, 0), min(left + OBJECT, SIZE))
-        sub = mask[ys.start - top:ys.stop - top, xs.start - left:xs.stop - left]
-        if sub.size:
-            frame[ys, xs][sub] = colour
+        if ys.stop > ys.start and xs.stop > xs.start:
+            out.append((v, colour, ys, xs, _mask(v.shape, OBJECT)[ys.start - top:ys.stop - top, xs.start - left:xs.stop - left]))
+    return out
+
+
+def render_frame(video: ToyVideo, t: float, rng: np.random.Generator) -> np.ndarray:
+    """The frame at time t: (SIZE, SIZE, 3) uint8."""
+    frame = np.full((SIZE, SIZE, 3), video.background, np.uint8)
+    frame += rng.integers(0, 6, frame.shape, dtype=np.uint8)
+    for _, colour, ys, xs, mask in on_screen(video, t):
+        frame[ys, xs][mask] = COLOURS[colour]
     return frame
 
 
@@ -192,8 +206,8 @@ def test_annotations(videos: list[ToyVideo], rng: random.Random) -> dict[str, li
                               "conversation": [{"role": "user", "content": prompt, "time": 0.0}], "query": name,
                               "timestamps": spans})
             row = _highlight_row(video, name, spans, qid, rng)
-            if not row["relevant_clip_ids"]:  # shown only in the last, partial 2 s clip: no QVH row
-                continue
+            if not any(_clip_shown(spans, c) >= 1 - 1e-6 for c in row["relevant_clip_ids"]):
+                continue  # like QVHighlights' clip-aligned moments: some clip shows the object throughout
             qvh_gold.append(row)
             highlight.append({"question_id": qid, "video": rel, "duration": row["duration"],
                               "conversation": [{"role": "user", "content": prompt, "time": 0.0}], "query": name,
@@ -202,12 +216,17 @@ def test_annotations(videos: list[ToyVideo], rng: random.Random) -> dict[str, li
     return {"dvc": dvc, "magqa": magqa, "grounding": grounding, "highlight": highlight, "qvh_gold": qvh_gold}
 
 
+def _clip_shown(spans, clip: int) -> float:
+    """Fraction of 2 s clip `clip` inside the spans."""
+    return sum(max(0.0, min(2 * clip + 2, e) - max(2 * clip, s)) for s, e in spans) / 2
+
+
 def _highlight_row(video: ToyVideo, name: str, spans, qid: int, rng: random.Random) -> dict:
     """2 s clips; each annotator scores 0-4 from how much of the clip shows the object, +-1 noise."""
     n_clips = int(video.duration // 2)
     ids, scores = [], []
     for c in range(n_clips):
-        shown = sum(max(0.0, min(2 * c + 2, e) - max(2 * c, s)) for s, e in spans) / 2
+        shown = _clip_shown(spans, c)
         if shown <= 0:
             continue
         base = 4 * shown
@@ -235,6 +254,7 @@ def train_annotations(videos: list[ToyVideo], rng: random.Random) -> dict:
 
 # ---- the world on disk --------------------------------------------------------------------------------------
 
+WORLD_FORMAT = 2  # bumped when a seed's world changes (2: near-miss flash cards, highlight queries fill a clip)
 SPLITS = {"train": 320, "val": 24, "test": 40, "flash": 480}
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2, "flash": 3}  # so any subset of splits comes out the same
 
@@ -296,7 +316,7 @@ def make_toyworld(out: str | Path, seed: int = 0, sizes: dict[str, int] | None =
         counts[split]["grounding_queries"] = len(tests["grounding"])
     if (out / "world.json").exists():  # a subset of splits keeps the others' visits
         world = {**json.loads((out / "world.json").read_text()), **world}
-    (out / "world.json").write_text(json.dumps(world))
+    (out / "world.json").write_text(json.dumps({**world, "format": WORLD_FORMAT}))
     (out / "datasets.json").write_text(json.dumps(toy_mixture(out), indent=1))
     return counts
 
@@ -305,8 +325,21 @@ def ensure_splits(out: str | Path, seed: int = 0, sizes: dict[str, int] | None =
     """Make the splits of `sizes` (default: all) that `out` lacks or holds fewer videos of; keep the rest."""
     out, sizes = Path(out), sizes or SPLITS
     known = json.loads((out / "world.json").read_text()) if (out / "world.json").exists() else {}
+    if known and known.get("format") != WORLD_FORMAT:  # an older version's world: remake every split it has
+        sizes = {**{split: len(known[split]) for split in SPLITS if split in known}, **sizes}
+        (out / "world.json").unlink()
+        known = {}
     missing = {split: n for split, n in sizes.items() if len(known.get(split, [])) < n}
     return make_toyworld(out, seed, missing) if missing else {}
+
+
+def prepare_toy_benchmark(root: str | Path, test_file: str | Path, seed: int = 0) -> dict:
+    """The benchmark notebooks' toy default: make the toy test split under `root` when `test_file` is missing,
+    and bring a toy world written by an older version up to date; a folder holding other data is left alone."""
+    root = Path(root)
+    if (root / test_file).exists() and not (root / "world.json").exists():
+        return {}
+    return ensure_splits(root, seed, {"test": SPLITS["test"]})
 
 
 def toy_mixture(root: Path | str, fps: float = 2.0, max_num_frames: int = 128) -> list[dict]:
@@ -363,6 +396,60 @@ def toy_presets() -> dict:
     from .runner import PRESETS
 
     return {name: replace(p.config, fps=TOY_FPS) for name, p in PRESETS.items()}
+
+
+ORACLE_MATCHES = ("exact", "colour", "shape")
+
+
+def load_split(world: str | Path, split: str) -> list[ToyVideo]:
+    """The split's videos, visits included, from the world's `world.json`."""
+    rows = json.loads((Path(world) / "world.json").read_text())[split]
+    return [ToyVideo(r["name"], r["duration"], [Visit(**v) for v in r["visits"]], r["background"]) for r in rows]
+
+
+def oracle_records(world: str | Path, split: str, kind: str, match: str = "exact") -> list[dict]:
+    """Inference records for the `kind` ("grounding" or "highlight") test file whose relevance score is what
+    a perfect eye reports: the fraction of the queried object's pixels on screen in each frame. With `match`
+    "colour" (or "shape") any object of the query's colour (or shape) counts, which shows what a model
+    that ignores the other attribute can score."""
+    if match not in ORACLE_MATCHES:
+        raise ValueError(f"oracle match {match!r}: expected one of {ORACLE_MATCHES}")
+    videos = {v.name: v for v in load_split(world, split)}
+    records = []
+    for example in json.loads((Path(world) / "annotations" / split / f"{kind}.json").read_text()):
+        video = videos[Path(example["video"]).stem]
+        _, colour, shape = example["query"].split(" ")
+        wanted = {"exact": (colour, shape), "colour": (colour, None), "shape": (None, shape)}[match]
+        debug = []
+        for k in range(math.ceil(example["duration"] * TOY_FPS)):
+            t = k / TOY_FPS
+            score = max((mask.sum() / OBJECT_AREA[v.shape] for v, c, _, _, mask in on_screen(video, t)
+                         if wanted[0] in (None, c) and wanted[1] in (None, v.shape)), default=0.0)
+            debug.append({"time": t, "informative_score": 0.0, "relevance_score": round(float(score), 4)})
+        records.append({"question_id": example["question_id"], "video_duration": example["duration"],
+                        "model_response_list": example["conversation"], "debug_data": debug})
+    return records
+
+
+def evaluate_oracle(world: str | Path, split: str = "test", match: str = "exact") -> dict:
+    """Grounding and highlight numbers of `oracle_records`, with the settings `evaluate_on_toyworld` uses:
+    the ceiling a model can reach on this world's gold, and what ignoring colour or shape costs."""
+    import tempfile
+
+    from .evaluation.grounding import evaluate_grounding
+    from .evaluation.highlight import evaluate_highlight
+
+    ann = Path(world) / "annotations" / split
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for kind in ("grounding", "highlight"):
+            files[kind] = Path(tmp) / f"{kind}_oracle.jsonl"
+            files[kind].write_text("".join(json.dumps(r) + "\n" for r in oracle_records(world, split, kind, match)))
+        grounding = evaluate_grounding(files["grounding"], ann / "grounding.json", window=2, threshold=0.5)
+        highlight = evaluate_highlight(files["highlight"], ann / "highlight_gold.jsonl", window=2)
+    return {"grounding_R@0.5": grounding["R@0.5"], "grounding_mIoU": grounding["mIoU"],
+            "highlight_VeryGood_mAP": highlight["HL-min-VeryGood-mAP"],
+            "highlight_VeryGood_Hit1": highlight["HL-min-VeryGood-Hit1"]}
 
 
 def evaluate_on_toyworld(model, tokenizer, world: str | Path, split: str = "test", out_dir: str | Path | None = None,

@@ -157,7 +157,7 @@ def _last_checkpoint(out_dir: Path) -> Path | None:
 # ---- the toy model ------------------------------------------------------------------------------------------
 
 TOY_MODEL = dict(hidden_size=128, num_layers=4, num_heads=8, num_kv_heads=8, vision_hidden=64, vision_layers=2,
-                 image_size=32, patch_size=8, pooling_stride=2)  # 4 tokens per frame
+                 image_size=64, patch_size=16, pooling_stride=2)  # 4 tokens per frame; 16 px patches see shapes
 TOY_TRAIN = TrainConfig(learning_rate=1e-3, epochs=8, batch_size=16, grad_accumulation=1, warmup_ratio=0.03,
                         lora=False, gradient_checkpointing=False, logging_steps=20, save_steps=200,
                         save_total_limit=2)

@@ -26,7 +26,7 @@ from mmduet_core.demo import (
     static_html,
 )
 from mmduet_core.stream import DuetSession, StepRecord
-from mmduet_core.video import read_video
+from mmduet_core.video import read_video, write_video
 from mmduet_core.widgets import PAUSE, RESUME, DuetPlayer
 
 from .conftest import shared_path
@@ -117,7 +117,8 @@ def test_playback_feeds_a_message_before_the_next_frame(toy):
     assert playback.step() is None
     reference = DuetSession(model, tokenizer, settings.policy(), fps=2.0)
     reference.add_user_message(sent.text, 3.0)
-    reference.push_frames(read_video(SAMPLE, fps=2.0, resolution=32, rule="floor").frames)
+    size = model.config.vision_config.image_size
+    reference.push_frames(read_video(SAMPLE, fps=2.0, resolution=size, rule="floor").frames)
     assert [round(s.informative, 5) for s in playback.steps] == [round(s.informative, 5) for s in reference.steps]
     def replies(responses):  # the reference holds the message from the start, the playback from frame 6 on
         return [(r["time"], r["content"]) for r in responses if r["role"] == "assistant"]
@@ -132,10 +133,12 @@ def test_empty_message_is_refused(toy):
         playback.send_message("   ")
 
 
-def test_current_frame_is_the_original_resolution(toy):
-    playback = DuetPlayback(*toy, SAMPLE)
-    assert playback.current_frame().shape == (64, 64, 3)  # the toy video is 64 px; the model sees 32 px
-    assert playback.clip.frames.shape[-1] == 32
+def test_current_frame_is_the_original_resolution(toy, tmp_path):
+    big = write_video(tmp_path / "big.mp4", (np.kron(f, np.ones((2, 2, 1), np.uint8)) for f in
+                                             read_video(SAMPLE, fps=4.0, resolution=64).frames.permute(0, 2, 3, 1).numpy()), 4.0)
+    playback = DuetPlayback(*toy, big)
+    assert playback.current_frame().shape == (128, 128, 3)  # what the user sees; the model sees its own size
+    assert playback.clip.frames.shape[-1] == toy[0].config.vision_config.image_size < 128
 
 
 # ---- renderers ----------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ def toy():
 
 def test_toy_model_loads_with_its_template(toy):
     model, tokenizer = toy
-    assert model.frame_num_tokens == 4 and model.config.vision_config.image_size == 32
+    assert model.frame_num_tokens == 4 and model.config.vision_config.image_size == 64
     assert sum(p.numel() for p in model.parameters()) < 2_000_000
     assert "<image><image><image><image>" in tokenizer.apply_chat_template(
         [{"role": "stream", "num_frames": 1}], tokenize=False)
@@ -27,11 +27,11 @@ def test_toy_model_loads_with_its_template(toy):
 def test_toy_model_describes_the_sample_video(toy):
     """The sample shows a red square moving down, a white square moving left, then a yellow triangle moving up.
     With the DVC preset policy at 2 fps the model names each visit's colour while it is on screen, and names
-    most visits exactly (colour and shape). It confuses shapes more than colours and often gets the direction
+    most visits exactly (colour and shape). It gets shapes wrong more often than colours and often gets the direction
     wrong (README, "The toy world"), so neither is asserted for every visit; an untrained model names nothing."""
     model, tokenizer = toy
     visits = json.loads((ASSETS / "sample_toy.json").read_text())["visits"]
-    clip = read_video(ASSETS / "sample_toy.mp4", fps=2.0, resolution=32)
+    clip = read_video(ASSETS / "sample_toy.mp4", fps=2.0, resolution=model.config.vision_config.image_size)
     session = DuetSession(model, tokenizer, ResponsePolicy("sum", 2.0, remove_assistant_turns=True), fps=2.0)
     session.add_user_message("Please concisely narrate the video in real time.", 0.0)
     session.push_frames(clip.frames)

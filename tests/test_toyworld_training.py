@@ -46,6 +46,80 @@ def test_toyworld_files_and_formats(small_world):
     assert not train_names & {p.name for p in (root / "videos/test").iterdir()}  # disjoint splits
 
 
+def test_highlight_queries_have_a_clip_shown_throughout(small_world):
+    """QVHighlights-like gold: every highlight query's object fills at least one whole 2 s clip (so each has
+    clips an annotator can call VeryGood), and only grounding queries without such a clip are left out."""
+    root, _ = small_world
+    grounding = json.loads((root / "annotations/test/grounding.json").read_text())
+    highlight = {(h["video"], h["query"]) for h in json.loads((root / "annotations/test/highlight.json").read_text())}
+
+    def fills_a_clip(spans):
+        return any(s <= 2 * c and 2 * c + 2 <= e for s, e in spans for c in range(int(e // 2) + 1))
+
+    for g in grounding:
+        assert ((g["video"], g["query"]) in highlight) == fills_a_clip(g["timestamps"]), g
+
+
+@pytest.fixture(scope="module")
+def oracle_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("oracle")
+    make_toyworld(root, seed=0, sizes={"test": 12})
+    return root
+
+
+def test_oracle_relevance_matches_the_rendered_frames(oracle_world):
+    """The oracle's colour score is positive exactly when the frame shows that colour (its geometry is the
+    renderer's), and is 1.0 only when the whole object is on screen."""
+    from mmduet_core.toyworld import COLOURS, load_split, oracle_records, render_frame
+
+    videos = {v.name: v for v in load_split(oracle_world, "test")}
+    for record in oracle_records(oracle_world, "test", "grounding", match="colour")[:20]:
+        video = videos[record["question_id"].rsplit("_", 1)[0]]
+        example = next(e for e in json.loads((oracle_world / "annotations/test/grounding.json").read_text())
+                       if e["question_id"] == record["question_id"])
+        rgb = np.array(COLOURS[example["query"].split(" ")[1]], np.uint8)
+        for step in record["debug_data"]:
+            frame = render_frame(video, step["time"], np.random.default_rng(0))
+            shown = (np.abs(frame.astype(int) - rgb).max(-1) <= 5).any()
+            assert shown == (step["relevance_score"] > 0), (record["question_id"], step)
+
+
+def test_oracle_needs_both_colour_and_shape(oracle_world):
+    """Perfect relevance nearly solves grounding and scores highest on highlights; ignoring shape or colour
+    costs a lot on both, so the toy numbers measure whether a model binds both words of the query."""
+    from mmduet_core.toyworld import evaluate_oracle
+
+    exact, colour, shape = (evaluate_oracle(oracle_world, "test", m) for m in ("exact", "colour", "shape"))
+    assert exact["grounding_R@0.5"] >= 90 and exact["highlight_VeryGood_mAP"] >= 75
+    for partial in (colour, shape):
+        assert partial["grounding_R@0.5"] < exact["grounding_R@0.5"] - 20
+        assert partial["highlight_VeryGood_mAP"] < exact["highlight_VeryGood_mAP"] - 5
+    with pytest.raises(ValueError, match="oracle match"):
+        evaluate_oracle(oracle_world, "test", "size")
+
+
+def test_a_world_from_an_older_version_is_remade(tmp_path):
+    """A toy world written before the current WORLD_FORMAT (same seed, other files) is remade, every split it
+    had; a benchmark folder holding other data is left alone."""
+    from mmduet_core.toyworld import WORLD_FORMAT, ensure_splits, prepare_toy_benchmark
+
+    world = tmp_path / "world"
+    make_toyworld(world, seed=2, sizes={"test": 2, "val": 1})
+    assert ensure_splits(world, 2, {"test": 2}) == {}  # current: nothing to do
+    stale = json.loads((world / "world.json").read_text())
+    del stale["format"]
+    (world / "world.json").write_text(json.dumps(stale))
+    (world / "annotations/test/grounding.json").write_text("[]")
+    assert set(prepare_toy_benchmark(world, "annotations/test/grounding.json", 2)) == {"test", "val"}
+    assert json.loads((world / "world.json").read_text())["format"] == WORLD_FORMAT
+    assert json.loads((world / "annotations/test/grounding.json").read_text())
+    other = tmp_path / "other"
+    (other / "annotations/test").mkdir(parents=True)
+    (other / "annotations/test/grounding.json").write_text("[]")
+    assert prepare_toy_benchmark(other, "annotations/test/grounding.json") == {}
+    assert not (other / "world.json").exists()
+
+
 def test_toyworld_is_deterministic(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     make_toyworld(a, seed=5, sizes={"train": 2})
