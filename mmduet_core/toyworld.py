@@ -387,6 +387,8 @@ def install_samples(world: str | Path, assets: str | Path, seed: int = 0) -> lis
 # ---- evaluating a model on the toy world --------------------------------------------------------------------
 
 TOY_FPS = 2.0  # the toy model is trained and evaluated at 2 frames per second
+TOY_GROUNDING = {"window": 2, "threshold": 0.5}  # the toy table's grounding setting (upstream's Charades script)
+TOY_HIGHLIGHT_WINDOW = 2
 
 
 def toy_presets() -> dict:
@@ -445,8 +447,8 @@ def evaluate_oracle(world: str | Path, split: str = "test", match: str = "exact"
         for kind in ("grounding", "highlight"):
             files[kind] = Path(tmp) / f"{kind}_oracle.jsonl"
             files[kind].write_text("".join(json.dumps(r) + "\n" for r in oracle_records(world, split, kind, match)))
-        grounding = evaluate_grounding(files["grounding"], ann / "grounding.json", window=2, threshold=0.5)
-        highlight = evaluate_highlight(files["highlight"], ann / "highlight_gold.jsonl", window=2)
+        grounding = evaluate_grounding(files["grounding"], ann / "grounding.json", **TOY_GROUNDING)
+        highlight = evaluate_highlight(files["highlight"], ann / "highlight_gold.jsonl", window=TOY_HIGHLIGHT_WINDOW)
     return {"grounding_R@0.5": grounding["R@0.5"], "grounding_mIoU": grounding["mIoU"],
             "highlight_VeryGood_mAP": highlight["HL-min-VeryGood-mAP"],
             "highlight_VeryGood_Hit1": highlight["HL-min-VeryGood-Hit1"]}
@@ -475,8 +477,8 @@ def evaluate_on_toyworld(model, tokenizer, world: str | Path, split: str = "test
         run_benchmark(model, tokenizer, ann / f"{kind}.json", videos, preds[kind], presets[preset], resume=False,
                       limit=limit, progress=progress, benchmark=kind)
     dvc = evaluate_dvc(preds["dvc"], ann / "dvc.json")
-    grounding = evaluate_grounding(preds["grounding"], ann / "grounding.json", window=2, threshold=0.5, sweep=True)
-    highlight = evaluate_highlight(preds["highlight"], ann / "highlight_gold.jsonl", window=2)
+    grounding = evaluate_grounding(preds["grounding"], ann / "grounding.json", sweep=True, **TOY_GROUNDING)
+    highlight = evaluate_highlight(preds["highlight"], ann / "highlight_gold.jsonl", window=TOY_HIGHLIGHT_WINDOW)
     magqa = evaluate_magqa(preds["magqa"], ann / "magqa.json", judge="offline")
     table = {"dvc_F1": dvc["F1"], "dvc_CIDEr": dvc["CIDEr"], "dvc_SODA_c": dvc["SODA_c"],
              "grounding_R@0.5": grounding["R@0.5"], "grounding_mIoU": grounding["mIoU"],
