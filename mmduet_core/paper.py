@@ -94,14 +94,14 @@ def run_setting(report: dict) -> str:
 
 def gold_file(report: dict, key: str = "TEST_FILE") -> Path:
     """The gold file a benchmark notebook was scored against (its DATA_ROOT / `key`). A toy world that is gone
-    (a fresh clone has only the committed reports) is rebuilt from its seed: its annotations are deterministic."""
-    from .toyworld import SPLITS, ensure_splits
+    (a fresh clone has only the committed reports) or stale is rebuilt from its seed: its annotations are
+    deterministic."""
+    from .toyworld import prepare_toy_benchmark
 
     p = report["parameters"]
-    path = Path(p["DATA_ROOT"]) / p[key]
-    if not path.exists() and p.get("MODEL") == "toy":
-        ensure_splits(p["DATA_ROOT"], p.get("SEED", 0), {"test": SPLITS["test"]})
-    return path
+    if p.get("MODEL") == "toy":
+        prepare_toy_benchmark(p["DATA_ROOT"], p[key], p.get("SEED", 0))
+    return Path(p["DATA_ROOT"]) / p[key]
 
 
 def markdown_table(rows: list[dict], digits: int = 1) -> str:

@@ -206,8 +206,8 @@ def test_annotations(videos: list[ToyVideo], rng: random.Random) -> dict[str, li
                               "conversation": [{"role": "user", "content": prompt, "time": 0.0}], "query": name,
                               "timestamps": spans})
             row = _highlight_row(video, name, spans, qid, rng)
-            if not any(_clip_shown(spans, c) >= 1 - 1e-6 for c in row["relevant_clip_ids"]):
-                continue  # like QVHighlights' clip-aligned moments: some clip shows the object throughout
+            if row is None:
+                continue
             qvh_gold.append(row)
             highlight.append({"question_id": qid, "video": rel, "duration": row["duration"],
                               "conversation": [{"role": "user", "content": prompt, "time": 0.0}], "query": name,
@@ -221,17 +221,22 @@ def _clip_shown(spans, clip: int) -> float:
     return sum(max(0.0, min(2 * clip + 2, e) - max(2 * clip, s)) for s, e in spans) / 2
 
 
-def _highlight_row(video: ToyVideo, name: str, spans, qid: int, rng: random.Random) -> dict:
-    """2 s clips; each annotator scores 0-4 from how much of the clip shows the object, +-1 noise."""
+def _highlight_row(video: ToyVideo, name: str, spans, qid: int, rng: random.Random) -> dict | None:
+    """2 s clips; each annotator scores 0-4 from how much of the clip shows the object, +-1 noise. None when no
+    clip shows the object throughout (QVHighlights' moments are whole clips); its scores are drawn all the same,
+    so the random stream, and every annotation after it, does not depend on that choice."""
     n_clips = int(video.duration // 2)
-    ids, scores = [], []
+    ids, scores, fills_a_clip = [], [], False
     for c in range(n_clips):
         shown = _clip_shown(spans, c)
         if shown <= 0:
             continue
+        fills_a_clip |= shown >= 1 - 1e-6
         base = 4 * shown
         ids.append(c)
         scores.append([int(min(4, max(0, round(base + rng.choice((-1, 0, 0, 0, 1)))))) for _ in range(3)])
+    if not fills_a_clip:
+        return None
     return {"qid": qid, "query": name, "duration": float(2 * n_clips), "vid": video.name,
             "relevant_windows": [[s, e] for s, e in spans], "relevant_clip_ids": ids, "saliency_scores": scores}
 

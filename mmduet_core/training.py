@@ -136,7 +136,7 @@ def train(model: DuetModel, tokenizer, dataset, out_dir: str | Path, config: Tra
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, logging_steps=config.logging_steps,
         save_steps=config.save_steps, save_total_limit=config.save_total_limit, seed=config.seed,
         bf16=cuda and torch.cuda.is_bf16_supported(), tf32=cuda or None,
-        **{f"{CHECKPOINTING}": config.gradient_checkpointing and cuda,
+        **{CHECKPOINTING: config.gradient_checkpointing and cuda,
            f"{CHECKPOINTING}_kwargs": {"use_reentrant": False}}, deepspeed=config.deepspeed,
         dataloader_num_workers=config.dataloader_workers, remove_unused_columns=False, report_to=[],
         disable_tqdm=not progress, use_cpu=not cuda)
