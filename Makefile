@@ -10,7 +10,7 @@ EXTRAS ?= dev
 STAMP  := $(VENV)/.mmduet-setup
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup browser test test-fast reports lab lint format clean
+.PHONY: setup browser test test-fast reports lab lint format clean gpu-check
 
 setup: $(STAMP)
 
@@ -47,6 +47,11 @@ test-fast: setup
 
 reports: setup
 	$(PY) -m mmduet_core reports --notebooks notebooks --out reports
+
+# The first command on a GPU machine: a 7B-shaped model with random weights (nothing downloaded): frames/s,
+# peak memory, bf16/fp32 and flash/sdpa agreement, plus the load report when the real weights are present.
+gpu-check: setup
+	$(PY) -m mmduet_core doctor --gpu
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks

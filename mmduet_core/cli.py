@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -14,7 +15,13 @@ def _print_json(obj) -> None:
 
 
 def _cmd_doctor(args) -> int:
-    from .doctor import check_environment, format_checks
+    if args.gpu:  # one JSON object: speed, memory and agreement of the 7B-shaped model (tiny on a CPU)
+        from .tools.gpucheck import run_gpu_check
+
+        _print_json(run_gpu_check(scale=args.scale, frames=args.frames, adapter=args.adapter, base=args.base,
+                                  sequential=not args.no_sequential))
+        return 0
+    from .tools.doctor import check_environment, format_checks
 
     checks = check_environment(args.adapter, args.data_root)
     if args.json:
@@ -25,7 +32,7 @@ def _cmd_doctor(args) -> int:
 
 
 def _cmd_reports(args) -> int:
-    from .reports import run_reports
+    from .reports.notebooks import run_reports
 
     summary = run_reports(args.notebooks, args.out, only=args.only)
     failed = [k for k, v in summary["notebooks"].items() if v["status"] != "ok"]
@@ -55,25 +62,27 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    coverage = "predictions" if args.score_intersection else "gold"
     if args.benchmark == "highlight":
         from .evaluation.highlight import evaluate_highlight
 
         result = evaluate_highlight(args.pred, args.gold, window=args.window if args.window is not None else 2,
-                                    sweep=args.sweep)
+                                    sweep=args.sweep, coverage=coverage)
     elif args.benchmark == "grounding":
         from .evaluation.grounding import evaluate_grounding
 
         result = evaluate_grounding(args.pred, args.gold, window=args.window if args.window is not None else 6,
-                                    threshold=args.threshold, sweep=args.sweep)
+                                    threshold=args.threshold, sweep=args.sweep, coverage=coverage)
     elif args.benchmark == "dvc":
         from .evaluation.dvc import evaluate_dvc
 
-        result = evaluate_dvc(args.pred, args.gold, first_caption=args.first_caption)
+        result = evaluate_dvc(args.pred, args.gold, first_caption=args.first_caption,
+                              soda_pairing=args.soda_pairing, coverage=coverage, cache_path=args.cache)
     else:
         from .evaluation.magqa import evaluate_magqa
 
         result = evaluate_magqa(args.pred, args.gold, judge=args.judge, cache_path=args.cache,
-                                num_examples=args.num_examples)
+                                num_examples=args.num_examples, coverage=coverage)
     if args.out:
         from pathlib import Path
 
@@ -83,28 +92,90 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from . import bench
+    from .tools import bench
 
     _print_json(bench.run(args.what, args))
     return 0
 
 
 def _cmd_infer(args) -> int:
-    from .checkpoint import load_model
-    from .runner import PRESETS, config_from_args, run_benchmark, summary_dict
+    from .model.checkpoint import load_model
+    from .runner import PRESETS, run_benchmark, summary_dict
 
     preset = PRESETS[args.benchmark]
-    config = config_from_args(
-        preset.config, fps=args.fps, max_frames=args.max_frames, mode=args.mode, threshold=args.threshold,
-        score_heads=tuple(args.heads.split(",")) if args.heads else None,
-        remove_assistant_turns=None if args.rm_ass_turns is None else args.rm_ass_turns == "true",
-        context=args.context, kv_window_frames=args.kv_window, chunk_frames=1 if args.sequential else None)
+    settings = preset.settings.replace(**settings_overrides(args))
     model, tokenizer = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
     print(f"loaded: {model.load_report}", file=sys.stderr)
-    summary = run_benchmark(model, tokenizer, args.data, args.video_root, args.out, config,
-                            resume=not args.no_resume, limit=args.limit, benchmark=preset.benchmark)
+    summary = run_benchmark(model, tokenizer, args.data, args.video_root, args.out, settings,
+                            resume=args.resume, limit=args.limit, benchmark=preset.benchmark)
     _print_json(summary_dict(summary))
     return 0
+
+
+# ---- streaming settings as options ---------------------------------------------------------------------------
+
+# old option names -> the setting that replaced them (accepted, with a note on stderr)
+_RENAMED_OPTIONS = {"--threshold": "reply_threshold", "--heads": "score_heads", "--rm-ass-turns": "remove_assistant_turns",
+                    "--kv-window": "kv_window_frames"}
+
+
+def add_settings_options(parser: argparse.ArgumentParser) -> None:
+    """One option per `DuetSettings` field (`--reply-threshold` for `reply_threshold`, ...); unset options keep
+    the preset's value."""
+    import types
+    import typing
+
+    from .stream.settings import DuetSettings, setting_docs
+
+    group = parser.add_argument_group("streaming settings (default: the benchmark preset's)")
+    hints, docs = typing.get_type_hints(DuetSettings), setting_docs()
+    for f in dataclasses.fields(DuetSettings):
+        if not f.metadata.get("cli", True):
+            continue
+        flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
+        kwargs = {"dest": f.name, "default": None, "help": docs[f.name]}
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        base = [a for a in typing.get_args(hint) if a is not type(None)] if optional else [hint]
+        if typing.get_origin(base[0]) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(base[0]))
+        elif base[0] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base[0]) is tuple:
+            kwargs.update(type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()), metavar="A,B")
+        else:
+            kwargs["type"] = base[0]
+        group.add_argument(flag, **kwargs)
+    for old, new in _RENAMED_OPTIONS.items():
+        group.add_argument(old, dest=f"_old_{new}", default=None, help=argparse.SUPPRESS)
+
+
+def settings_overrides(args) -> dict:
+    """The settings given on the command line (old option names mapped to their new fields)."""
+    from .stream.settings import DuetSettings
+
+    given = {}
+    for f in dataclasses.fields(DuetSettings):
+        old = getattr(args, f"_old_{f.name}", None)
+        if old is not None:
+            flag = next(k for k, v in _RENAMED_OPTIONS.items() if v == f.name)
+            print(f"note: {flag} is now --{f.name.replace('_', '-')}", file=sys.stderr)
+            given[f.name] = _parse_old(f.name, old)
+        if getattr(args, f.name, None) is not None:
+            given[f.name] = getattr(args, f.name)
+    return given
+
+
+def _parse_old(name: str, value: str):
+    from .errors import InputError
+
+    try:
+        if name == "score_heads":
+            return tuple(x.strip() for x in value.split(","))
+        if name == "remove_assistant_turns":
+            return {"true": True, "false": False}[value.lower()]
+        return float(value) if name == "reply_threshold" else int(value)
+    except (KeyError, ValueError):
+        raise InputError(f"option for {name}: cannot read {value!r}") from None
 
 
 def _cmd_toyworld(args) -> int:
@@ -117,8 +188,9 @@ def _cmd_toyworld(args) -> int:
 def _cmd_toyeval(args) -> int:
     from pathlib import Path
 
-    from .checkpoint import load_model
-    from .toyworld import SPLITS, ensure_splits, evaluate_on_toyworld, evaluate_oracle
+    from .model.checkpoint import load_model
+    from .toyeval import evaluate_on_toyworld, evaluate_oracle
+    from .toyworld import SPLITS, ensure_splits
 
     world = Path(args.world)
     ensure_splits(world, args.seed, {args.split: SPLITS[args.split]})
@@ -143,7 +215,7 @@ def _cmd_train(args) -> int:
     if args.toy:
         from pathlib import Path
 
-        from .checkpoint import TOY_DIR
+        from .model.checkpoint import TOY_DIR
         from .toyworld import ensure_splits, install_samples
 
         world = Path(args.world)
@@ -157,9 +229,8 @@ def _cmd_train(args) -> int:
             result["installed"] = [str(TOY_DIR)] + [str(p) for p in install_samples(world, TOY_DIR.parent, args.seed)]
         _print_json({k: v for k, v in result.items() if k != "history"} | {"last_log": result["history"][-1:]})
         return 0
-    from .checkpoint import load_model
-    from .data.streams import build_mixture
-    from .training import train
+    from .model.checkpoint import load_model
+    from .training import build_mixture, train
 
     model, tokenizer = load_model(args.model, dtype="bfloat16" if args.bf16 else "float32", device=args.device)
     model.requires_grad_(True)
@@ -181,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default="outputs/mmduet")
     p.add_argument("--data-root", default="datasets")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--gpu", action="store_true",
+                   help="GPU check: 7B-shaped random model, frames/s, memory, bf16/flash agreement (one JSON object)")
+    p.add_argument("--scale", choices=["auto", "7b", "tiny"], default="auto",
+                   help="--gpu model size: auto = 7b on CUDA, tiny on a CPU")
+    p.add_argument("--frames", type=int, default=400, help="--gpu: frames per grounding run")
+    p.add_argument("--base", default="llava-hf/llava-onevision-qwen2-7b-ov-hf",
+                   help="--gpu: base folder or hub id for the real-weights part (never downloaded)")
+    p.add_argument("--no-sequential", action="store_true", help="--gpu: skip the one-frame-per-forward timing")
     p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("reports", help="run every notebook with papermill and render reports/")
@@ -202,18 +281,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lenient", action="store_true", help="ignore unknown fields")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("evaluate", help="score predictions against gold (prints the metric JSON)")
+    p = sub.add_parser("evaluate", help="score predictions against gold (prints the metric JSON: keys rounded as "
+                                        "the original prints them, full precision under 'unrounded')")
     p.add_argument("benchmark", choices=["highlight", "grounding", "dvc", "magqa"])
     p.add_argument("--pred", required=True, help="inference records (JSONL) or a submission/result file")
     p.add_argument("--gold", required=True)
     p.add_argument("--window", type=int, help="smoothing window (highlight: 2, grounding: 6)")
     p.add_argument("--threshold", type=float, default=0.5, help="grounding: normalised relevance threshold")
     p.add_argument("--sweep", action="store_true", help="every window (and threshold), with the oracle row")
+    p.add_argument("--score-intersection", action="store_true",
+                   help="score only ids present in both files (default: every gold id; a missing prediction "
+                        "scores zero)")
     p.add_argument("--first-caption", choices=["drop", "keep"], default="drop",
                    help="dvc: upstream drops each video's first caption (drop); keep = corrected")
+    p.add_argument("--soda-pairing", choices=["paper", "fixed"], default="paper",
+                   help="dvc: SODA_c as the paper computed it (paper: the original's string-ordered METEOR "
+                        "pairing) or with each score paired with its own prediction (fixed)")
     p.add_argument("--judge", default="offline", help="magqa: offline | hf:<model id> | openai[:<model>]")
-    p.add_argument("--cache", help="magqa: file of judged pairs reused across runs")
-    p.add_argument("--num-examples", type=int, help="magqa: examples to average over (missing count 1)")
+    p.add_argument("--cache", help="magqa: file of judged pairs; dvc: file of tokens and METEOR results "
+                                   "(both reused across runs)")
+    p.add_argument("--num-examples", type=int,
+                   help="magqa: examples to average over (missing ones count 1 and 0 turns; upstream: 2000)")
     p.add_argument("--out", help="also write the JSON here")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -229,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("infer", help="benchmark inference -> prediction records (JSONL, resumable)")
     p.add_argument("--benchmark", required=True, choices=["youcook2", "magqa", "charades", "qvh"],
-                   help="upstream preset (fps, max frames, policy)")
+                   help="upstream preset (fps, max frames, reply rule)")
     p.add_argument("--data", required=True, help="MMDuet-format test file")
     p.add_argument("--video-root", required=True)
     p.add_argument("--out", required=True, help="predictions JSONL")
@@ -237,18 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="LoRA adapter folder or hub id (e.g. outputs/mmduet)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
-    p.add_argument("--no-resume", action="store_true", help="start over instead of skipping finished ids")
-    p.add_argument("--resume", action="store_true", help="(default) skip question_ids already in --out")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip question_ids already in --out (default); --no-resume starts over")
     p.add_argument("--limit", type=int)
-    p.add_argument("--fps", type=float)
-    p.add_argument("--max-frames", type=int)
-    p.add_argument("--mode", choices=["prob", "sum", "z"])
-    p.add_argument("--threshold", type=float)
-    p.add_argument("--heads", help="comma list of informative_score,relevance_score")
-    p.add_argument("--rm-ass-turns", choices=["true", "false"], help="remove replies from the context")
-    p.add_argument("--context", choices=["faithful", "clean"])
-    p.add_argument("--kv-window", type=int, help="keep only the last N frames in the KV cache")
-    p.add_argument("--sequential", action="store_true", help="one forward per frame (the reference loop)")
+    add_settings_options(p)
     p.set_defaults(func=_cmd_infer)
 
     p = sub.add_parser("toyworld", help="write the synthetic toy world (videos + every annotation format)")
@@ -284,13 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deepspeed", help="DeepSpeed config, e.g. configs/deepspeed/zero2.json")
     p.set_defaults(func=_cmd_train)
 
-    for register in _REGISTRARS:
-        register(sub)
     return parser
-
-
-# Sub-command modules append a `register(subparsers)` here (kept as one list so `mmduet --help` shows all).
-_REGISTRARS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,77 +11,57 @@ import json
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from .data.benchmarks import DataError, read_benchmark
-from .stream import DuetSession, ResponsePolicy
-from .template import DEFAULT_SYSTEM_PROMPT
+from .stream import DuetSession, DuetSettings
 from .video import VideoError, read_video
-
-
-@dataclass
-class InferenceConfig:
-    """How each video is streamed. The four upstream benchmark settings are in `PRESETS`."""
-
-    fps: float = 2.0  # frames per second fed to the model (<= 0: max_frames spread over the video)
-    max_frames: int = 400  # longer videos are truncated here, as upstream
-    resolution: int | None = None  # frames are resized and padded to this square (None: the model's, 384 for 7B)
-    policy: ResponsePolicy = field(default_factory=ResponsePolicy)
-    context: str = "faithful"  # "faithful" (upstream's token sequence) or "clean" (well-formed template)
-    chunk_frames: int = 32  # frames per prefill forward; 1 = the sequential reference loop
-    kv_window_frames: int | None = None  # keep only the prefix and the last N frames in the KV cache
-    max_new_tokens: int = 200
-    repetition_penalty: float | None = None
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    frame_rule: str = "ceil"  # "ceil" frame count (upstream's test loader) or "floor" (demo / training)
-    encode_chunk: int = 32  # frames per vision-encoder forward
-
-    def __post_init__(self):
-        if self.context not in ("faithful", "clean"):
-            raise ValueError(f"context must be faithful or clean, not {self.context!r}")
-        if self.max_frames is not None and self.max_frames <= 0:
-            raise ValueError("max_frames must be positive")
 
 
 @dataclass(frozen=True)
 class BenchmarkPreset:
-    """One of upstream's `scripts/inference/*.sh` settings (spec §5.9)."""
+    """One of upstream's `scripts/inference/*.sh` settings: the evaluator it feeds and how videos are streamed."""
 
     name: str
     benchmark: str  # the evaluator: dvc | magqa | grounding | highlight
-    config: InferenceConfig
+    settings: DuetSettings
+
+    @property
+    def config(self) -> DuetSettings:
+        """Old name of `settings`."""
+        return self.settings
 
 
 PRESETS: dict[str, BenchmarkPreset] = {
-    "youcook2": BenchmarkPreset("youcook2", "dvc", InferenceConfig(
-        fps=0.5, max_frames=200, policy=ResponsePolicy("sum", 2.0, ("informative_score",), remove_assistant_turns=True))),
-    "magqa": BenchmarkPreset("magqa", "magqa", InferenceConfig(
-        fps=2.0, max_frames=400, policy=ResponsePolicy("prob", 0.5, ("informative_score", "relevance_score"),
-                                                       remove_assistant_turns=True))),
-    "charades": BenchmarkPreset("charades", "grounding", InferenceConfig(
-        fps=2.0, max_frames=400, policy=ResponsePolicy("prob", 1.0, ("informative_score",)))),
-    "qvh": BenchmarkPreset("qvh", "highlight", InferenceConfig(
-        fps=1.0, max_frames=400, policy=ResponsePolicy("prob", 1.0, ("informative_score",)))),
+    "youcook2": BenchmarkPreset("youcook2", "dvc", DuetSettings(
+        fps=0.5, max_frames=200, mode="sum", reply_threshold=2.0, remove_assistant_turns=True)),
+    "magqa": BenchmarkPreset("magqa", "magqa", DuetSettings(
+        fps=2.0, max_frames=400, mode="prob", reply_threshold=0.5, score_heads=("informative_score", "relevance_score"),
+        remove_assistant_turns=True)),
+    # upstream's grounding scripts pass a probability threshold of 1, which no score exceeds: never reply
+    "charades": BenchmarkPreset("charades", "grounding", DuetSettings(fps=2.0, max_frames=400, mode="never")),
+    "qvh": BenchmarkPreset("qvh", "highlight", DuetSettings(fps=1.0, max_frames=400, mode="never")),
 }
+
+
+def InferenceConfig(policy: DuetSettings | None = None, **fields) -> DuetSettings:  # noqa: N802
+    """Old name: benchmark runs take `DuetSettings` now; `policy` (a `ResponsePolicy`) supplies its reply fields."""
+    reply = {k: getattr(policy, k) for k in ("mode", "reply_threshold", "score_heads", "remove_assistant_turns",
+                                             "z_warmup_frames", "z_window", "suppress_repeats")} if policy else {}
+    return DuetSettings(**reply, **fields)
 
 
 # ---- one example --------------------------------------------------------------------------------------------
 
-def infer_example(model, tokenizer, example: dict, clip, config: InferenceConfig) -> dict:
+def infer_example(model, tokenizer, example: dict, clip, settings: DuetSettings) -> dict:
     """Stream one decoded clip with the example's user turns; returns its prediction record."""
-    session = DuetSession(model, tokenizer, config.policy, fps=clip.fps, system_prompt=config.system_prompt,
-                          context=config.context, max_new_tokens=config.max_new_tokens,
-                          repetition_penalty=config.repetition_penalty, kv_window_frames=config.kv_window_frames,
-                          chunk_frames=config.chunk_frames)
+    session = DuetSession(model, tokenizer, settings, fps=clip.fps)
     for turn in example["conversation"]:
         if turn["role"] == "user":
             session.add_user_message(turn["content"], turn.get("time", 0.0))
-    with torch.no_grad():
-        embeds = model.encode_frames(clip.frames, chunk_size=config.encode_chunk)
-        session.push_frames(embeds)
+    for _ in session.push_frames(clip.frames):
+        pass
     return session.to_record(example["question_id"], clip.duration)
 
 
@@ -167,15 +147,15 @@ class RunSummary:
 
 
 def run_benchmark(model, tokenizer, examples: list[dict] | str | Path, video_root: str | Path,
-                  out_path: str | Path, config: InferenceConfig | str = "charades", resume: bool = True,
+                  out_path: str | Path, settings: DuetSettings | str = "charades", resume: bool = True,
                   errors_path: str | Path | None = None, limit: int | None = None, progress: bool = True,
                   shard: tuple[int, int] | None = None, benchmark: str | None = None) -> RunSummary:
-    """Stream every example's video and write its record. `config`: an InferenceConfig or a preset name."""
+    """Stream every example's video and write its record. `settings`: a `DuetSettings` or a preset name."""
     from tqdm.auto import tqdm
 
-    if isinstance(config, str):
-        preset = PRESETS[config]
-        config, benchmark = preset.config, benchmark or preset.benchmark
+    if isinstance(settings, str):
+        preset = PRESETS[settings]
+        settings, benchmark = preset.settings, benchmark or preset.benchmark
     if isinstance(examples, str | Path):
         examples, _ = read_benchmark(examples, benchmark or "grounding", strict=False)
     examples = examples[:limit] if limit else examples
@@ -193,12 +173,12 @@ def run_benchmark(model, tokenizer, examples: list[dict] | str | Path, video_roo
     video_root = Path(video_root)
     started = time.perf_counter()
 
-    resolution = config.resolution or model.config.vision_config.image_size
+    resolution = settings.resolution or model.config.vision_config.image_size
 
     def decode(example):
         t0 = time.perf_counter()
-        clip = read_video(video_root / example["video"], fps=config.fps, max_frames=config.max_frames,
-                          resolution=resolution, rule=config.frame_rule)
+        clip = read_video(video_root / example["video"], fps=settings.fps, max_frames=settings.max_frames,
+                          resolution=resolution, rule=settings.frame_rule)
         return clip, time.perf_counter() - t0
 
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -216,7 +196,7 @@ def run_benchmark(model, tokenizer, examples: list[dict] | str | Path, video_roo
                 continue
             summary.decode_wait_seconds += time.perf_counter() - wait_start
             summary.decode_seconds += decode_s
-            record = infer_example(model, tokenizer, example, clip, config)
+            record = infer_example(model, tokenizer, example, clip, settings)
             append_line(part, record)
             summary.written += 1
             summary.frames += len(clip)
@@ -226,15 +206,6 @@ def run_benchmark(model, tokenizer, examples: list[dict] | str | Path, video_roo
         if rank == 0:
             merge_shards(out_path, world, [e["question_id"] for e in examples])
     return summary
-
-
-def config_from_args(base: InferenceConfig, **overrides) -> InferenceConfig:
-    """A preset's config with command-line overrides (None values are ignored)."""
-    policy_keys = {"mode", "threshold", "score_heads", "remove_assistant_turns"}
-    policy_over = {k: v for k, v in overrides.items() if k in policy_keys and v is not None}
-    policy = replace(base.policy, **policy_over) if policy_over else base.policy
-    rest = {k: v for k, v in overrides.items() if k not in policy_keys and v is not None}
-    return replace(base, policy=policy, **rest)
 
 
 def summary_dict(summary: RunSummary) -> dict:

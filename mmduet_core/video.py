@@ -21,11 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError
+
 FrameCountRule = Literal["ceil", "floor"]
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 
 
-class VideoError(ValueError):
+class VideoError(InputError):
     """A video that cannot be used; the message names the file and the reason in one line."""
 
 
@@ -44,12 +46,38 @@ class VideoInfo:
         return self.frame_count / self.fps if self.fps > 0 else 0.0
 
 
+class FrameClock:
+    """The time of frame k as upstream's loop computes it: 1 / fps added k times (float accumulation, so at
+    3 fps frame 3 is at 1.0000000000000002 s, not 1.0; it decides which frame a message at 1.0 s precedes)."""
+
+    def __init__(self, fps: float):
+        if not (math.isfinite(fps) and fps > 0):
+            raise InputError(f"fps must be a finite number > 0, not {fps!r}")
+        self.fps, self.step = fps, 1.0 / fps
+        self._times = [0.0]
+
+    def time(self, k: int) -> float:
+        while len(self._times) <= k:
+            self._times.append(self._times[-1] + self.step)
+        return self._times[k]
+
+    def times(self, n: int) -> np.ndarray:
+        self.time(n)
+        return np.asarray(self._times[:n])
+
+    def first_frame_at(self, t: float, start: int, stop: int) -> int | None:
+        """The first frame index in [start, stop) whose time is >= t, or None (scans at most stop - start)."""
+        for k in range(start, stop):
+            if self.time(k) >= t:
+                return k
+        return None
+
+
 @dataclass
 class Clip:
-    """Frames ready for the model, with their times. frames: uint8 (T, 3, R, R) RGB."""
+    """Frames ready for the model. frames: uint8 (T, 3, R, R) RGB; frame k is at `FrameClock(fps).time(k)`."""
 
     frames: torch.Tensor
-    times: np.ndarray  # (T,) seconds, k / fps
     fps: float  # sampling rate used
     duration: float  # the whole video's duration, seconds
     source_indices: np.ndarray  # (T,) index of each frame in the decoded stream
@@ -58,6 +86,11 @@ class Clip:
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
+
+    @property
+    def times(self) -> np.ndarray:
+        """(T,) seconds of each frame, as the session stamps them."""
+        return FrameClock(self.fps).times(len(self))
 
 
 # ---- which frames -------------------------------------------------------------------------------------------
@@ -228,8 +261,7 @@ def read_video(path: str | Path, fps: float = 2.0, max_frames: int | None = 400,
     out = torch.cat(frames) if frames else torch.zeros(0, 3, resolution, resolution, dtype=torch.uint8)
     if out.shape[0] < len(indices):  # truncated file: fewer decodable frames than the header says
         raise VideoError(f"{path}: truncated, {out.shape[0]} of {len(indices)} selected frames decodable")
-    times = np.arange(len(indices)) / used_fps
-    return Clip(out, times, used_fps, info.duration, indices, str(path), originals)
+    return Clip(out, used_fps, info.duration, indices, str(path), originals)
 
 
 # ---- metadata cache -----------------------------------------------------------------------------------------

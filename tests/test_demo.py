@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from mmduet_core.checkpoint import ASSETS, load_model
-from mmduet_core.demo import (
+from mmduet_core.interactive.demo import (
+    DEMO_SETTINGS,
     ChatMessage,
     DemoExample,
     DemoSettings,
@@ -21,13 +21,13 @@ from mmduet_core.demo import (
     chat_html,
     demo_examples,
     png_bytes,
-    policy_trace,
     score_figure,
     static_html,
 )
-from mmduet_core.stream import DuetSession, StepRecord
+from mmduet_core.interactive.widgets import PAUSE, RESUME, DuetPlayer
+from mmduet_core.model.checkpoint import ASSETS, load_model
+from mmduet_core.stream import HEADS, DuetSession, policy_trace
 from mmduet_core.video import read_video, write_video
-from mmduet_core.widgets import PAUSE, RESUME, DuetPlayer
 
 from .conftest import shared_path
 
@@ -42,17 +42,15 @@ def toy():
 
 # ---- settings -----------------------------------------------------------------------------------------------
 
-def test_settings_map_the_original_controls_to_a_policy():
+def test_settings_map_the_original_controls_to_duet_settings():
     s = DemoSettings("sum score", ("informative score", "relevance score"), False, 1.5, 2.0)
-    p = s.policy()
-    assert (p.mode, p.threshold, p.score_heads, p.remove_assistant_turns) == (
-        "sum", 1.5, ("informative_score", "relevance_score"), False)
-    assert s.fps == 0.5
-    assert DemoSettings().policy().mode == "prob" and DemoSettings("z-score").policy().mode == "z"
+    assert (s.mode, s.reply_threshold, s.score_heads, s.remove_assistant_turns, s.fps) == (
+        "sum", 1.5, ("informative_score", "relevance_score"), False, 0.5)
+    assert DemoSettings().mode == "prob" and DemoSettings("z-score").mode == "z"
     # the original app's defaults: single-frame, informative, remove previous turns, 0.3, 0.5 s
-    d = DemoSettings()
-    assert (d.threshold_mode, d.scores, d.remove_previous_replies, d.threshold, d.frame_interval) == (
-        "single-frame score", ("informative score",), True, 0.3, 0.5)
+    d = DEMO_SETTINGS
+    assert (d.mode, d.score_heads, d.remove_assistant_turns, d.reply_threshold, 1 / d.fps, d.frame_rule) == (
+        "prob", ("informative_score",), True, 0.3, 0.5, "floor")
 
 
 @pytest.mark.parametrize("bad", [dict(scores=()), dict(scores=("loudness",)), dict(threshold_mode="always"),
@@ -70,8 +68,8 @@ def test_examples_include_the_original_demo_videos_when_found(tmp_path):
     office = found["original demo: office.mp4"]
     # upstream's example row: single-frame, informative + relevance, 0.4, 0.5 s, keep previous replies
     assert office.message == "What is happening in the office?"
-    assert (office.settings.threshold, office.settings.frame_interval, office.settings.remove_previous_replies,
-            office.settings.scores) == (0.4, 0.5, False, ("informative score", "relevance score"))
+    assert (office.settings.reply_threshold, 1 / office.settings.fps, office.settings.remove_assistant_turns,
+            office.settings.score_heads) == (0.4, 0.5, False, HEADS)
     assert found["original demo: drive.mp4"].message == "Who is driving the car?"
 
 
@@ -85,16 +83,16 @@ def test_policy_trace_replays_the_sessions_decisions(toy, settings):
     playback = DuetPlayback(model, tokenizer, SAMPLE, settings)
     playback.send_message("What is happening in the video?")
     steps = playback.run()
-    trace = policy_trace(playback.policy, steps)
+    trace = policy_trace(playback.settings, [(s.informative, s.relevance) for s in steps])
     assert [p.fired for p in trace] == [s.reply is not None for s in steps]
-    if settings.threshold_mode == "sum score":  # the level is the running sum, reset after each reply
+    if settings.mode == "sum":  # the level is the running sum, reset after each reply
         fired_levels = [p.level for p in trace if p.fired]
-        assert all(level > settings.threshold for level in fired_levels)
+        assert all(level > settings.reply_threshold for level in fired_levels)
 
 
 def test_policy_trace_on_hand_made_scores():
-    steps = [StepRecord(t * 0.5, inf, 0.0) for t, inf in enumerate([0.2, 0.3, 0.6, 0.1, 0.9])]
-    trace = policy_trace(DemoSettings("sum score", threshold=1.0).policy(), steps)
+    scores = [(inf, 0.0) for inf in [0.2, 0.3, 0.6, 0.1, 0.9]]
+    trace = policy_trace(DemoSettings("sum score", threshold=1.0), scores)
     assert [round(p.level, 2) for p in trace] == [0.2, 0.5, 1.1, 0.1, 1.0]
     assert [p.fired for p in trace] == [False, False, True, False, False]  # strict >, reset after firing
 
@@ -115,10 +113,10 @@ def test_playback_feeds_a_message_before_the_next_frame(toy):
     assert playback.finished and len(playback.steps) == len(playback.clip) == math.floor(SAMPLE_SECONDS * 2)
     assert playback.steps[6].user_message == sent.text
     assert playback.step() is None
-    reference = DuetSession(model, tokenizer, settings.policy(), fps=2.0)
+    reference = DuetSession(model, tokenizer, settings.replace(chunk_frames=32), fps=2.0)
     reference.add_user_message(sent.text, 3.0)
     size = model.config.vision_config.image_size
-    reference.push_frames(read_video(SAMPLE, fps=2.0, resolution=size, rule="floor").frames)
+    list(reference.push_frames(read_video(SAMPLE, fps=2.0, resolution=size, rule="floor").frames))
     assert [round(s.informative, 5) for s in playback.steps] == [round(s.informative, 5) for s in reference.steps]
     def replies(responses):  # the reference holds the message from the start, the playback from frame 6 on
         return [(r["time"], r["content"]) for r in responses if r["role"] == "assistant"]
@@ -156,7 +154,7 @@ def test_score_figure_and_static_page(toy):
                                                        threshold=1.0))
     playback.send_message("What is happening in the video?")
     playback.run()
-    fig = score_figure(playback.steps, playback.policy, playback.duration)
+    fig = score_figure(playback.steps, playback.settings, playback.duration)
     assert isinstance(fig, Figure)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert {"informative", "relevance", "running sum", "reply"} <= set(labels)
@@ -204,15 +202,15 @@ def test_player_start_step_message_pause_stop(player):
 
 def test_player_example_and_controls(player):
     player.example.value = "toy sum"
-    assert (player.mode.value, player.threshold.value, player.interval.value) == ("sum score", 1.5, 1.0)
+    assert (player.mode.value, player.threshold.value, player.interval.value) == ("sum", 1.5, 1.0)
     assert player.message.value == "Please simply describe what do you see."
     player.use_relevance.value = True
     player.remove_replies.value = "no"
     s = player.settings()
-    assert s.scores == ("informative score", "relevance score") and not s.remove_previous_replies
+    assert s.score_heads == HEADS and not s.remove_assistant_turns
     player.start_button.click()
     assert player.playback.clip.fps == 1.0 and len(player.playback.clip) == math.floor(SAMPLE_SECONDS)
-    assert player.playback.policy.mode == "sum" and not player.playback.policy.remove_assistant_turns
+    assert player.playback.settings.mode == "sum" and not player.playback.settings.remove_assistant_turns
     player.stop_button.click()
     assert player.state == "stopped" and not player.mode.disabled
 
@@ -220,7 +218,7 @@ def test_player_example_and_controls(player):
 def test_player_shows_errors_instead_of_raising(player):
     player.use_informative.value = False
     player.start_button.click()
-    assert "scores must be" in player.error.value and player.playback is None
+    assert "score_heads must be" in player.error.value and player.playback is None
     player.use_informative.value = True
     player.video_path.value = "/no/such/video.mp4"
     player.start_button.click()

@@ -64,7 +64,7 @@ EXPECTED = {  # measured with the shipped toy model on the first 4 test examples
 def test_demo_notebook_records_a_scripted_session(tmp_path):
     """The demo's scripted session on the shipped sample: every frame fed, the model speaks, the static record
     (figure and chat page) written; the player is built but not displayed (INTERACTIVE False)."""
-    from mmduet_core.checkpoint import ASSETS
+    from mmduet_core.model.checkpoint import ASSETS
     from mmduet_core.video import read_video
 
     sample = ASSETS / "sample_toy.mp4"
@@ -95,7 +95,7 @@ def test_training_notebook_trains_saves_and_reloads(tmp_path):
 def test_paper_figures_notebook_puts_ours_beside_the_paper(tmp_path):
     """Read back the committed reports of notebooks 02-05: every Table 1 row carries the paper's number and this
     run's number exactly as the benchmark notebook recorded it."""
-    from mmduet_core import paper
+    from mmduet_core.reports import paper
 
     reports = ROOT / "reports"
     record = _run("07_paper_figures.ipynb", tmp_path, REPORTS_DIR=str(reports))

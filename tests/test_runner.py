@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmduet_core.checkpoint import load_model, save_model, tiny_config
 from mmduet_core.data.benchmarks import write_examples
 from mmduet_core.model import DuetModel
+from mmduet_core.model.checkpoint import load_model, save_model, tiny_config
+from mmduet_core.model.template import DEFAULT_SYSTEM_PROMPT, train_tokenizer
 from mmduet_core.runner import PRESETS, finished_ids, merge_shards, run_benchmark, shard_path
-from mmduet_core.template import DEFAULT_SYSTEM_PROMPT, train_tokenizer
 from mmduet_core.video import write_video
 
 
@@ -103,8 +103,9 @@ def test_shards_merge_in_dataset_order(world, tmp_path):
 
 
 def test_presets_are_upstreams():
-    yc2, magqa, ch, qvh = (PRESETS[k].config for k in ("youcook2", "magqa", "charades", "qvh"))
-    assert (yc2.fps, yc2.max_frames, yc2.policy.mode, yc2.policy.threshold, yc2.policy.remove_assistant_turns) == \
+    yc2, magqa, ch, qvh = (PRESETS[k].settings for k in ("youcook2", "magqa", "charades", "qvh"))
+    assert (yc2.fps, yc2.max_frames, yc2.mode, yc2.reply_threshold, yc2.remove_assistant_turns) == \
         (0.5, 200, "sum", 2.0, True)
-    assert magqa.policy.score_heads == ("informative_score", "relevance_score") and magqa.policy.threshold == 0.5
-    assert (ch.fps, qvh.fps, ch.policy.can_fire, qvh.policy.can_fire) == (2.0, 1.0, False, False)
+    assert magqa.score_heads == ("informative_score", "relevance_score") and magqa.reply_threshold == 0.5
+    # upstream passes a probability threshold of 1 for grounding: no score exceeds it, so it never replies
+    assert (ch.fps, qvh.fps, ch.mode, qvh.mode, ch.can_reply) == (2.0, 1.0, "never", "never", False)

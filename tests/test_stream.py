@@ -7,10 +7,10 @@ import resource
 import pytest
 import torch
 
-from mmduet_core.checkpoint import tiny_config
 from mmduet_core.model import DuetModel, positive_probability
-from mmduet_core.stream import DuetSession, PolicyState, ResponsePolicy, clean_up_tokenization
-from mmduet_core.template import DEFAULT_SYSTEM_PROMPT, train_tokenizer
+from mmduet_core.model.checkpoint import tiny_config
+from mmduet_core.model.template import DEFAULT_SYSTEM_PROMPT, train_tokenizer
+from mmduet_core.stream import DuetSession, DuetSettings, PolicyState, ResponsePolicy
 
 S, E = "<|im_start|>", "<|im_end|>"
 
@@ -46,7 +46,7 @@ def _text(tok, session):
 def test_faithful_sequence_query_first(model, tok, frames):
     s = _session(model, tok, ResponsePolicy("prob", 1.0))
     s.add_user_message("What is happening?", 0.0)
-    s.push_frames(frames[:3])
+    list(s.push_frames(frames[:3]))
     # upstream: the query goes in first, so the system prompt is never fed
     assert _text(tok, s) == f"\n{S}user\nWhat is happening?{E}\n{S}stream\n[F][F][F]"
 
@@ -54,28 +54,24 @@ def test_faithful_sequence_query_first(model, tok, frames):
 def test_faithful_sequence_frame_first_then_query(model, tok, frames):
     s = _session(model, tok, ResponsePolicy("prob", 1.0))
     s.add_user_message("Who is there?", 1.0)
-    s.push_frames(frames[:4])
+    list(s.push_frames(frames[:4]))
     # system prompt, frames without a stream header, then the stream-closing query form at t = 1.0
     assert _text(tok, s) == (f"{S}system\n{DEFAULT_SYSTEM_PROMPT}{E}[F][F]{E}\n{S}user\nWho is there?{E}\n"
                              f"{S}stream\n[F][F]")
     assert [st.user_message for st in s.steps] == [None, None, "Who is there?", None]
 
 
-def _fire_once_at(index):
-    """A policy that fires exactly at frame `index` (z mode with a tiny n would be fragile)."""
-    class Once(ResponsePolicy):
-        def new_state(self):
-            state = PolicyState(self)
-            state.decide = lambda inf, rel: (setattr(state, "frames_seen", state.frames_seen + 1)
-                                             or state.frames_seen == index + 1)
-            return state
-    return Once
+def _fire_once_at(session, index):
+    """Make the session reply exactly at frame `index` (a threshold on random scores would be fragile)."""
+    calls = []
+    session.policy.decide = lambda inf, rel: calls.append(1) or len(calls) == index + 1
+    return session
 
 
 def test_faithful_sequence_kept_and_removed_replies(model, tok, frames):
-    kept = _session(model, tok, _fire_once_at(1)("prob", 0.0))
+    kept = _fire_once_at(_session(model, tok, ResponsePolicy("prob", 0.0)), 1)
     kept.add_user_message("What is happening?", 0.0)
-    kept.push_frames(frames[:3])
+    list(kept.push_frames(frames[:3]))
     reply_ids = kept.tokenizer(kept.responses[-1]["content"], add_special_tokens=False).input_ids
     assert kept.responses[-1]["role"] == "assistant" and kept.responses[-1]["time"] == 0.5
     text = _text(tok, kept)
@@ -83,24 +79,24 @@ def test_faithful_sequence_kept_and_removed_replies(model, tok, frames):
     assert text.startswith(head)
     # the reply stays; its last token (not fed while generating) and a stream header precede the next frame
     assert text.endswith(f"\n{S}stream\n[F]") and len(reply_ids) >= 1
-    removed = _session(model, tok, _fire_once_at(1)("prob", 0.0, remove_assistant_turns=True))
+    removed = _fire_once_at(_session(model, tok, ResponsePolicy("prob", 0.0, remove_assistant_turns=True)), 1)
     removed.add_user_message("What is happening?", 0.0)
     removed.add_user_message("Who is there?", 1.0)
-    removed.push_frames(frames[:4])
+    list(removed.push_frames(frames[:4]))
     # the reply is cropped out; the query after it uses the plain form, leaving the stream turn unclosed
     assert _text(tok, removed) == (f"\n{S}user\nWhat is happening?{E}\n{S}stream\n[F][F]\n{S}user\nWho is there?{E}"
                                    f"\n{S}stream\n[F][F]")
 
 
 def test_clean_context_is_well_formed(model, tok, frames):
-    s = _session(model, tok, _fire_once_at(1)("prob", 0.0, remove_assistant_turns=True), context="clean")
+    s = _fire_once_at(_session(model, tok, ResponsePolicy("prob", 0.0, remove_assistant_turns=True), context="clean"), 1)
     s.add_user_message("What is happening?", 0.0)
     s.add_user_message("Who is there?", 1.0)
-    s.push_frames(frames[:4])
+    list(s.push_frames(frames[:4]))
     assert _text(tok, s) == (f"{S}system\n{DEFAULT_SYSTEM_PROMPT}{E}\n{S}user\nWhat is happening?{E}\n{S}stream\n"
                              f"[F][F]{E}\n{S}user\nWho is there?{E}\n{S}stream\n[F][F]")
     frame_first = _session(model, tok, ResponsePolicy("prob", 1.0), context="clean")
-    frame_first.push_frames(frames[:2])
+    list(frame_first.push_frames(frames[:2]))
     assert _text(tok, frame_first) == f"{S}system\n{DEFAULT_SYSTEM_PROMPT}{E}\n{S}stream\n[F][F]"
 
 
@@ -116,7 +112,7 @@ def test_fast_path_equals_sequential(model, tok, frames, policy):
         s = _session(model, tok, policy, chunk_frames=chunk)
         s.add_user_message("What is happening?", 0.0)
         s.add_user_message("Who is there?", 3.0)
-        s.push_frames(frames)
+        list(s.push_frames(frames))
         runs[chunk] = s
     seq, fast = runs[1], runs[32]
     for a, b in zip(seq.steps, fast.steps, strict=True):
@@ -124,7 +120,7 @@ def test_fast_path_equals_sequential(model, tok, frames, policy):
         assert a.time == b.time and a.reply == b.reply
     assert seq.responses == fast.responses
     assert seq.token_log == fast.token_log
-    if policy.can_fire:
+    if policy.can_reply:
         assert any(r["role"] == "assistant" for r in seq.responses)
 
 
@@ -132,7 +128,7 @@ def test_session_scores_equal_one_forward_over_its_token_sequence(model, tok, fr
     """Independent of the cache logic: feed the logged sequence in one forward and read the heads."""
     s = _session(model, tok, ResponsePolicy("prob", 0.45), chunk_frames=32)
     s.add_user_message("What is happening?", 0.0)
-    s.push_frames(frames[:10])
+    list(s.push_frames(frames[:10]))
     ids = torch.tensor([s.token_log])
     image = ids[0] == model.config.image_token_id
     with torch.no_grad():
@@ -144,43 +140,47 @@ def test_session_scores_equal_one_forward_over_its_token_sequence(model, tok, fr
 
 
 def test_policies_by_hand():
-    prob = ResponsePolicy("prob", 0.5).new_state()
+    prob = PolicyState(DuetSettings(mode="prob", reply_threshold=0.5))
     assert [prob.decide(p, 0) for p in (0.5, 0.51, 0.9)] == [False, True, True]  # strict, may repeat
-    both = ResponsePolicy("prob", 1.0, ("informative_score", "relevance_score")).new_state()
-    assert both.decide(0.6, 0.5) is True and ResponsePolicy("prob", 1.0).can_fire is False
-    summed = ResponsePolicy("sum", 1.0).new_state()
+    both = PolicyState(DuetSettings(reply_threshold=1.0, score_heads=("informative_score", "relevance_score")))
+    assert both.decide(0.6, 0.5) is True and DuetSettings(reply_threshold=1.0).can_reply is False
+    assert DuetSettings(mode="never").can_reply is False
+    summed = PolicyState(DuetSettings(mode="sum", reply_threshold=1.0))
     assert [summed.decide(p, 0) for p in (0.4, 0.4, 0.4, 0.4, 0.4, 0.3)] == [False, False, True, False, False, True]
-    z = ResponsePolicy("z", 1.0, first_n_frames_no_generate=3, running_list_length=20).new_state()
+    z = PolicyState(DuetSettings(mode="z", reply_threshold=1.0, z_warmup_frames=3, z_window=20))
     decisions = [z.decide(p, 0) for p in (0.9, 0.1, 0.2, 0.1, 0.2, 0.9)]
     # silent for 3 frames; then mean + 1 std of the previous scores: frame 3: 0.1 vs 0.4+0.36 -> no; frame 5:
     # 0.9 vs mean(0.9,.1,.2,.1,.2)=0.3 + std 0.303 -> yes
     assert decisions == [False, False, False, False, False, True]
-    with pytest.raises(ValueError):
-        ResponsePolicy("loud")
-    with pytest.raises(ValueError):
-        ResponsePolicy(score_heads=("volume",))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        DuetSettings(mode="loud")
+    with pytest.raises(ValueError, match="score_heads"):
+        DuetSettings(score_heads=("volume",))
+    # the old name still builds the same settings
+    assert ResponsePolicy("sum", 2.0, remove_assistant_turns=True) == DuetSettings(
+        mode="sum", reply_threshold=2.0, remove_assistant_turns=True)
 
 
 def test_repetition_penalty_uses_every_reply_of_the_video(model, tok, frames):
     s = _session(model, tok, ResponsePolicy("sum", 1.0, remove_assistant_turns=True), repetition_penalty=1.3)
     s.add_user_message("What is happening?", 0.0)
-    s.push_frames(frames[:8])
+    list(s.push_frames(frames[:8]))
     replies = [r for r in s.responses if r["role"] == "assistant"]
-    assert len(replies) >= 2 and len(s.generated_ids) >= len(replies)
+    assert len(replies) >= 2 and len(s.replier.history) >= len(replies)
 
 
 def test_suppress_repeats_and_decode_cleanup(model, tok, frames):
     s = _session(model, tok, ResponsePolicy("prob", 0.0, remove_assistant_turns=True, suppress_repeats=True))
-    s.push_frames(frames[:6])
+    list(s.push_frames(frames[:6]))
     texts = [r["content"] for r in s.responses if r["role"] == "assistant"]
     assert all(a != b for a, b in zip(texts, texts[1:], strict=False))
-    assert clean_up_tokenization("hello , world . is n't it ? I 'm") == "hello, world. isn't it? I'm"
+    assert tok.clean_up_tokenization("hello , world . is n't it ? I 'm") == "hello, world. isn't it? I'm"
 
 
 def test_record_schema(model, tok, frames):
     s = _session(model, tok, ResponsePolicy("prob", 1.0))
     s.add_user_message("What is happening?", 0.0)
-    s.push_frames(frames[:3])
+    list(s.push_frames(frames[:3]))
     rec = s.to_record("q7", 1.23456)
     assert rec["question_id"] == "q7" and rec["video_duration"] == 1.235
     assert rec["model_response_list"] == [{"time": 0.0, "content": "What is happening?", "role": "user"}]
@@ -193,7 +193,7 @@ def test_kv_window_matches_full_cache_while_it_fits(model, tok, frames):
     windowed = _session(model, tok, ResponsePolicy("prob", 1.0), kv_window_frames=30)
     for s in (full, windowed):
         s.add_user_message("What is happening?", 0.0)
-        s.push_frames(frames)
+        list(s.push_frames(frames))
     assert [st.informative for st in full.steps] == pytest.approx([st.informative for st in windowed.steps], abs=1e-5)
 
 
@@ -204,8 +204,8 @@ def test_kv_window_positions_after_eviction(model, tok, frames):
     full = _session(model, tok, ResponsePolicy("prob", 1.0), chunk_frames=1)
     for s in (windowed, full):
         s.add_user_message("What is happening?", 0.0)
-        s.push_frames(frames[:12])
-    prefix = windowed._prefix_end
+        list(s.push_frames(frames[:12]))
+    prefix = windowed.window.prefix_end
     assert windowed.cache.get_seq_length() == prefix + 4 * 49 and windowed.position == full.position
     newest_windowed = windowed.cache.layers[0].keys[..., -49:, :]
     newest_full = full.cache.layers[0].keys[..., -49:, :]
@@ -233,7 +233,7 @@ def test_kv_window_keeps_memory_flat(tok):
 
     def run(n):
         for _ in range(n // 8):
-            s.push_frames(embeds.expand(8, -1, -1))
+            list(s.push_frames(embeds.expand(8, -1, -1)))
 
     run(80)
     before = rss_mb()
@@ -241,4 +241,67 @@ def test_kv_window_keeps_memory_flat(tok):
     after = rss_mb()
     per_frame_kv_mb = 4 * 2 * 8 * 32 * 49 * 4 / 2**20
     assert after < 1.10 * before, f"{before:.0f} MB -> {after:.0f} MB (unwindowed would add {1520 * per_frame_kv_mb:.0f} MB)"
-    assert s.cache.get_seq_length() <= s._prefix_end + 32 * 49
+    assert s.cache.get_seq_length() <= s.window.prefix_end + 32 * 49
+
+
+@pytest.mark.parametrize("settings", [ResponsePolicy("sum", 1.5, remove_assistant_turns=True), ResponsePolicy("prob", 0.45)],
+                         ids=["removed", "kept"])
+def test_message_sent_while_reading_steps_is_read_before_the_next_frame(model, tok, frames, settings):
+    """A message added after seeing step k of a prefilled segment is read before frame k + 1, exactly as a
+    sequential session given that message at frame k + 1's time."""
+    live = _session(model, tok, settings, chunk_frames=32)
+    live.add_user_message("What is happening?", 0.0)
+    for step in live.push_frames(frames[:12]):
+        if step.frame_index == 4:
+            live.add_user_message("Who is there?")  # now: the next frame's time
+    reference = _session(model, tok, settings, chunk_frames=1)
+    reference.add_user_message("What is happening?", 0.0)
+    reference.add_user_message("Who is there?", 2.5)
+    list(reference.push_frames(frames[:12]))
+    assert live.steps[5].user_message == "Who is there?"
+    assert live.token_log == reference.token_log
+    live_record, reference_record = live.to_record("q", 6.0), reference.to_record("q", 6.0)
+    assert live_record["model_response_list"] == reference_record["model_response_list"]
+    assert [s.informative for s in live.steps] == pytest.approx([s.informative for s in reference.steps], abs=1e-5)
+
+
+def test_stopping_early_leaves_the_session_at_the_last_step_read(model, tok, frames):
+    settings = ResponsePolicy("sum", 1.5, remove_assistant_turns=True)
+    whole = _session(model, tok, settings)
+    whole.add_user_message("What is happening?", 0.0)
+    list(whole.push_frames(frames[:10]))
+    parts = _session(model, tok, settings)
+    parts.add_user_message("What is happening?", 0.0)
+    for step in parts.push_frames(frames[:10]):
+        if step.frame_index == 3:
+            break
+    assert parts.frame_index == 4 and len(parts.steps) == 4
+    list(parts.push_frames(frames[4:10]))
+    assert parts.token_log == whole.token_log and parts.responses == whole.responses
+
+
+@pytest.mark.parametrize("time", [float("nan"), float("inf"), "1.0"])
+def test_message_times_must_be_finite_numbers(model, tok, time):
+    s = _session(model, tok, ResponsePolicy("prob", 1.0))
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        s.add_user_message("Who is there?", time)
+
+
+@pytest.mark.timeout(60)
+def test_a_message_far_in_the_future_is_never_read_and_never_hangs(model, tok, frames):
+    s = _session(model, tok, ResponsePolicy("prob", 1.0))
+    s.add_user_message("Who is there?", 1e12)
+    list(s.push_frames(frames[:4]))
+    assert [st.user_message for st in s.steps] == [None] * 4 and s.pending
+
+
+def test_reply_tokens_are_written_into_the_cache_not_copied(model, tok, frames):
+    """Decoding appends each token in place: the cache's buffer is the same storage before and after a reply."""
+    s = _session(model, tok, ResponsePolicy("prob", 1.0), max_new_tokens=20)
+    s.add_user_message("What is happening?", 0.0)
+    list(s.push_frames(frames[:4]))
+    layer = s.cache.layers[0]
+    storage, length = layer.keys.untyped_storage().data_ptr(), layer.get_seq_length()
+    text, fed, _ = s.replier.in_context(s.cache, s.position)
+    assert layer.get_seq_length() == length + len(fed) and len(fed) > 2
+    assert layer.keys.untyped_storage().data_ptr() == storage

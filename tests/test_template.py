@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmduet_core.template import DEFAULT_SYSTEM_PROMPT, learn_ranges, render, train_tokenizer
+from mmduet_core.model.template import DEFAULT_SYSTEM_PROMPT, learn_ranges, render, train_tokenizer
 
 S, E = "<|im_start|>", "<|im_end|>"
 

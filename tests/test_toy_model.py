@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mmduet_core.checkpoint import ASSETS, load_model
+from mmduet_core.model.checkpoint import ASSETS, load_model
 from mmduet_core.stream import DuetSession, ResponsePolicy
 from mmduet_core.video import read_video
 
@@ -34,7 +34,7 @@ def test_toy_model_describes_the_sample_video(toy):
     clip = read_video(ASSETS / "sample_toy.mp4", fps=2.0, resolution=model.config.vision_config.image_size)
     session = DuetSession(model, tokenizer, ResponsePolicy("sum", 2.0, remove_assistant_turns=True), fps=2.0)
     session.add_user_message("Please concisely narrate the video in real time.", 0.0)
-    session.push_frames(clip.frames)
+    list(session.push_frames(clip.frames))
     replies = [r for r in session.responses if r["role"] == "assistant"]
     assert replies, "the toy model never spoke"
     named = 0

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from mmduet_core.checkpoint import load_model
 from mmduet_core.data.benchmarks import read_benchmark
-from mmduet_core.data.streams import (
+from mmduet_core.model import IGNORE_INDEX
+from mmduet_core.model.checkpoint import load_model
+from mmduet_core.model.template import train_tokenizer
+from mmduet_core.toyworld import make_toyworld, toy_vocabulary
+from mmduet_core.training import TOY_TRAIN, TrainConfig, build_toy_model, train_toy
+from mmduet_core.training.streams import (
     DenseVideoCaptioningStreamDataset,
     DuetCollator,
     GroundingStreamDataset,
     MAGQAStreamDataset,
     build_mixture,
 )
-from mmduet_core.model import IGNORE_INDEX
-from mmduet_core.template import train_tokenizer
-from mmduet_core.toyworld import make_toyworld, toy_vocabulary
-from mmduet_core.training import TOY_TRAIN, TrainConfig, build_toy_model, train_toy
 from mmduet_core.video import write_video
 
 
@@ -70,7 +70,8 @@ def oracle_world(tmp_path_factory):
 def test_oracle_relevance_matches_the_rendered_frames(oracle_world):
     """The oracle's colour score is positive exactly when the frame shows that colour (its geometry is the
     renderer's), and is 1.0 only when the whole object is on screen."""
-    from mmduet_core.toyworld import COLOURS, load_split, oracle_records, render_frame
+    from mmduet_core.toyeval import oracle_records
+    from mmduet_core.toyworld import COLOURS, load_split, render_frame
 
     videos = {v.name: v for v in load_split(oracle_world, "test")}
     for record in oracle_records(oracle_world, "test", "grounding", match="colour")[:20]:
@@ -87,7 +88,7 @@ def test_oracle_relevance_matches_the_rendered_frames(oracle_world):
 def test_oracle_needs_both_colour_and_shape(oracle_world):
     """Perfect relevance nearly solves grounding and scores highest on highlights; ignoring shape or colour
     costs a lot on both, so the toy numbers measure whether a model binds both words of the query."""
-    from mmduet_core.toyworld import evaluate_oracle
+    from mmduet_core.toyeval import evaluate_oracle
 
     exact, colour, shape = (evaluate_oracle(oracle_world, "test", m) for m in ("exact", "colour", "shape"))
     assert exact["grounding_R@0.5"] >= 90 and exact["highlight_VeryGood_mAP"] >= 75

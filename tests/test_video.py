@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mmduet_core.bench import synthetic_video
+from mmduet_core.tools.bench import synthetic_video
 from mmduet_core.video import VideoError, build_metadata, read_video, source_indices
 
 from .conftest import shared_path

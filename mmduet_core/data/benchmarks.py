@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from ..errors import InputError
+
 Benchmark = Literal["dvc", "magqa", "grounding", "highlight"]
 BENCHMARKS: tuple[str, ...] = ("dvc", "magqa", "grounding", "highlight")
 
@@ -33,7 +35,7 @@ _REQUIRED = {"dvc": ("answer",), "magqa": ("answer",), "grounding": ("timestamps
 TIME_SLACK = 0.5  # seconds past the stated duration tolerated (container durations are rounded)
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Bad annotation; the message names the file and the example in one line."""
 
 

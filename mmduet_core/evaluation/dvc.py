@@ -2,9 +2,11 @@
 Vid2Seq-style metrics: localisation precision / recall / F1 over tIoU 0.3/0.5/0.7/0.9, CIDEr-D and METEOR per
 threshold with random-string fillers for unmatched predictions, SODA_c, and paragraph CIDEr / METEOR.
 
-CIDEr-D, METEOR 1.5 and the PTB tokenizer are pycocoevalcap's (Java for the latter two). All captions are
-tokenized in one PTB call (the tokenizer works line by line, so this equals upstream's per-call use) and one
-METEOR process serves the whole evaluation.
+SODA_c by default as the paper computed it: PTB-tokenized captions on both sides, and the original METEOR
+wrapper's pairing, which returns per-pair scores in the string order of their keys ("0", "1", "10", ...) and
+places them as if in numeric order (scrambled for videos with more than 10 predictions). `soda_pairing="fixed"`
+pairs each score with its own prediction; nothing else changes. Inputs: `dvc_data.py`; scorers: `scorers.py`
+(one METEOR process per Python process, memoised).
 """
 
 from __future__ import annotations
@@ -13,90 +15,22 @@ import random
 import re
 import string
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from ..data.benchmarks import read_records
-from .records import PredictionError, duplicate_stats, match_ids, read_jsonl, replies
+from ..errors import InputError
+from .dvc_data import FirstCaption, captions_from_replies, gold_captions, load_dvc_gold, load_dvc_predictions
+from .records import Coverage, duplicate_stats, match_ids, result_shape, sequence_mean
+from .scorers import CaptionScorers, shared_scorers
+
+__all__ = ["THRESHOLDS", "FirstCaption", "SodaPairing", "captions_from_replies", "gold_captions", "load_dvc_gold",
+           "load_dvc_predictions", "tiou", "tiou_matrix", "localization", "soda_assignment", "paper_order",
+           "soda_c", "caption_pairs", "evaluate_dvc"]
 
 THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
-FirstCaption = Literal["drop", "keep"]
-
-
-# ---- replies -> captions ------------------------------------------------------------------------------------
-
-def captions_from_replies(turns: Sequence[dict], first_caption: FirstCaption = "drop") -> list[dict]:
-    """Assistant replies (time order) -> [{"timestamp": [s, e], "sentence"}].
-
-    Identical consecutive replies extend the current caption; a new text starts a caption spanning from the
-    previous caption's last reply time to its own. Upstream never emits the first distinct caption
-    (`first_caption="drop"`, default, as in the paper); "keep" gives it the span [0, its last reply time].
-    """
-    out, text, start, end = [], None, None, None
-    for turn in turns:
-        if text is not None and turn["content"] == text:
-            end = turn["time"]
-            continue
-        if text is not None and start is not None:
-            out.append({"timestamp": [start, end], "sentence": text})
-        if text is None:
-            start = 0.0 if first_caption == "keep" else None
-        else:
-            start = end
-        text, end = turn["content"], turn["time"]
-    if text is not None and start is not None:
-        out.append({"timestamp": [start, end], "sentence": text})
-    return out
-
-
-# ---- reading inputs -----------------------------------------------------------------------------------------
-
-def _norm_id(qid) -> str:
-    return str(qid).removeprefix("v_")
-
-
-def load_dvc_predictions(path: str | Path, first_caption: FirstCaption = "drop") -> tuple[dict, list[dict]]:
-    """{video id: captions} from inference records or a densevid `{"results": {...}}` file; also the records."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    if text.lstrip().startswith("{") and '"results"' in text[:2000]:
-        import json
-
-        results = json.loads(text)["results"]
-        return {_norm_id(k): list(v) for k, v in results.items()}, []
-    records = read_jsonl(path)
-    preds = {}
-    for record in records:
-        if "question_id" not in record:
-            raise PredictionError(f"{path}: a record without question_id")
-        preds[_norm_id(record["question_id"])] = captions_from_replies(replies(record), first_caption)
-    return preds, records
-
-
-def gold_captions(answers: Sequence[str]) -> list[str]:
-    """Upstream's gold text path: '. ' -> ', ' in each answer, join with '. ', split on '. ', append '.'."""
-    paragraph = ". ".join(a.replace(". ", ", ") for a in answers)
-    return [c + "." for c in paragraph.split(". ")]
-
-
-def load_dvc_gold(path: str | Path) -> dict[str, dict]:
-    """{video id: {"timestamps", "sentences", "paragraph"}} from an MMDuet test file or a PDVC/densevid file."""
-    out = {}
-    for record in read_records(path):
-        if "answer" in record:
-            answers = [a["content"] for a in record["answer"]]
-            spans = [list(a["time"]) for a in record["answer"]]
-        else:
-            answers, spans = record["sentences"], record["timestamps"]
-        sentences = gold_captions(answers)
-        if len(sentences) != len(spans):  # an answer containing '.. ' splits differently; keep upstream's text
-            sentences = (sentences + [""] * len(spans))[: len(spans)]
-        out[_norm_id(record["question_id"])] = {"timestamps": spans, "sentences": sentences,
-                                                "paragraph": ". ".join(a.replace(". ", ", ") for a in answers)}
-    return out
+SodaPairing = Literal["paper", "fixed"]
 
 
 # ---- metric pieces ------------------------------------------------------------------------------------------
@@ -108,12 +42,21 @@ def tiou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / (union + 1e-8)
 
 
+def tiou_matrix(preds: Sequence[Sequence[float]], gts: Sequence[Sequence[float]]) -> np.ndarray:
+    """`tiou` of every (prediction, gold) pair, (P, G); the same floating-point operations, element-wise."""
+    p, g = np.asarray(preds, dtype=float).reshape(-1, 2), np.asarray(gts, dtype=float).reshape(-1, 2)
+    ps, pe, gs, ge = p[:, :1], p[:, 1:], g[:, 0], g[:, 1]
+    inter = np.maximum(0.0, np.minimum(pe, ge) - np.maximum(ps, gs))
+    union = np.minimum(np.maximum(pe, ge) - np.minimum(ps, gs), (pe - ps) + (ge - gs))
+    return inter / (union + 1e-8)
+
+
 def localization(preds: Sequence[Sequence[float]], gts: Sequence[Sequence[float]],
-                 thresholds: Sequence[float] = THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+                 thresholds: Sequence[float] = THRESHOLDS) -> tuple[list[float], list[float]]:
     """Per-threshold precision and recall of one video (a pair counts when tIoU > t)."""
-    ious = np.array([[tiou(p, g) for g in gts] for p in preds]).reshape(len(preds), len(gts))
-    precision = np.array([(ious > t).any(1).sum() / max(len(preds), 1) for t in thresholds])
-    recall = np.array([(ious > t).any(0).sum() / len(gts) if len(gts) else 0.0 for t in thresholds])
+    ious = tiou_matrix(preds, gts)
+    precision = [float((ious > t).any(1).sum()) / max(len(preds), 1) for t in thresholds]
+    recall = [float((ious > t).any(0).sum()) / len(gts) if len(gts) else 0.0 for t in thresholds]
     return precision, recall
 
 
@@ -128,163 +71,114 @@ def soda_assignment(scores: np.ndarray) -> float:
     return float(dp[m, n])
 
 
+def paper_order(n: int) -> list[int]:
+    """Column j of the paper's SODA matrix holds the METEOR score of prediction paper_order(n)[j]: the
+    original wrapper sorts the prediction keys as strings and its caller reads them in numeric order."""
+    return sorted(range(n), key=str)
+
+
+def soda_c(scorers: CaptionScorers, tokens: dict[str, str], preds: list[dict], gold: dict,
+           pairing: SodaPairing = "paper") -> float:
+    """SODA_c of one video: METEOR(hypothesis = tokenized gold caption, reference = tokenized prediction; the
+    Vid2Seq argument order) x tIoU, best ordered assignment, F-measure of (best / #preds, best / #gold)."""
+    if not preds or not gold["timestamps"]:
+        return 0.0
+    pred_text = [tokens[p["sentence"]] for p in preds]
+    gold_text = [tokens[g] for g in gold["sentences"]]
+    flat = scorers.meteor.pair_scores([(g, p) for g in gold_text for p in pred_text])
+    meteor = np.nan_to_num(np.asarray(flat).reshape(len(gold_text), len(pred_text)))
+    if pairing == "paper":
+        meteor = meteor[:, paper_order(len(preds))]
+    ious = tiou_matrix([p["timestamp"] for p in preds], gold["timestamps"]).T
+    best = soda_assignment(ious * meteor)
+    p, r = best / len(preds), best / len(gold_text)
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
 def _letters_only(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z]+", " ", text.lower()).split())
+    return " ".join(re.sub("[^a-zA-Z]", " ", text).strip().lower().split())
 
 
 def _random_string(rng: random.Random) -> str:
-    return "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(10, 20)))
+    return "".join(rng.choices(string.ascii_lowercase, k=rng.randint(10, 20)))
 
 
-def _remove_nonascii(text: str) -> str:
-    return "".join(c for c in text if ord(c) < 128)
+def caption_pairs(preds: list[dict], gold: dict, thresholds: Sequence[float],
+                  rng: random.Random) -> list[list[tuple[str, str]]]:
+    """Per threshold, (prediction, gold caption) for every pair with tIoU >= threshold; an unmatched prediction
+    is paired with a random string (score about 0)."""
+    ious = tiou_matrix([p["timestamp"] for p in preds], gold["timestamps"])
+    out = []
+    for t in thresholds:
+        pairs = []
+        for p, row in zip(preds, ious >= t, strict=True):
+            matched = [(p["sentence"], gold["sentences"][g]) for g in np.flatnonzero(row)]
+            pairs += matched or [(p["sentence"], _random_string(rng))]
+        out.append(pairs)
+    return out
 
 
-@contextmanager
-def caption_scorers():
-    """pycocoevalcap's CIDEr-D, one METEOR process, and the PTB tokenizer (Java needed for the latter two)."""
-    import shutil
-
-    if shutil.which("java") is None:
-        raise RuntimeError("METEOR and the PTB tokenizer need Java on PATH (see README: Java)")
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-    meteor = Meteor()
-    try:
-        yield Cider(), meteor, PTBTokenizer()
-    finally:
-        with meteor.lock:
-            meteor.meteor_p.stdin.close()
-            meteor.meteor_p.kill()
-            meteor.meteor_p.wait()
-        meteor.__class__ = type("ClosedMeteor", (), {})  # its __del__ would close the process a second time
+def _caption_scores(scorers: CaptionScorers, tokens: dict, pairs: list[tuple[str, str]]) -> tuple[float, float]:
+    """(CIDEr, METEOR) of one video's pairs at one threshold; 0 without pairs."""
+    if not pairs:
+        return 0.0, 0.0
+    res = {str(k): [tokens[p]] for k, (p, _) in enumerate(pairs)}
+    gts = {str(k): [tokens[g]] for k, (_, g) in enumerate(pairs)}
+    meteor = float(np.nan_to_num(scorers.meteor.compute_score(gts, res)[0]))
+    return float(np.nan_to_num(scorers.cider_score(gts, res))), meteor
 
 
-def _score(scorer, gts: dict, res: dict) -> tuple[float, list]:
-    if not res:
-        return 0.0, []
-    score, scores = scorer.compute_score(gts, res)
-    return float(score), list(np.atleast_1d(scores))
+def _video_scores(scorers: CaptionScorers, tokens: dict, preds: list[dict], gold: dict, plan: list,
+                  thresholds: Sequence[float], pairing: SodaPairing) -> dict[str, float]:
+    """Every per-video number the original averages over videos (fractions, not percent)."""
+    captions = [_caption_scores(scorers, tokens, pairs) for pairs in plan]
+    precision, recall = localization([p["timestamp"] for p in preds], gold["timestamps"], thresholds)
+    p, r = sequence_mean(precision), sequence_mean(recall)
+    return {"CIDEr": float(np.mean([c for c, _ in captions])), "METEOR": float(np.mean([m for _, m in captions])),
+            "SODA_c": soda_c(scorers, tokens, preds, gold, pairing), "Precision": p, "Recall": r,
+            "F1": 2 * r * p / (r + p) if r + p > 0 else 0.0,
+            **{f"Precision@{t}": v for t, v in zip(thresholds, precision, strict=True)},
+            **{f"Recall@{t}": v for t, v in zip(thresholds, recall, strict=True)}}
+
+
+def _paragraph_scores(scorers: CaptionScorers, preds: dict, gold: dict) -> dict[str, float]:
+    """Corpus CIDEr-D and METEOR of each video's joined predictions vs its gold paragraph, letters only."""
+    res = {v: [_letters_only(". ".join(p["sentence"] for p in preds[v]))] for v in preds}
+    gts = {v: [_letters_only(gold[v]["paragraph"])] for v in preds}
+    return {"Para_CIDEr": float(np.nan_to_num(scorers.cider_score(gts, res))),
+            "Para_METEOR": float(np.nan_to_num(scorers.meteor.compute_score(gts, res)[0]))}
 
 
 # ---- the evaluation -----------------------------------------------------------------------------------------
 
 def evaluate_dvc(pred: str | Path, gold: str | Path, first_caption: FirstCaption = "drop", seed: int = 0,
-                 thresholds: Sequence[float] = THRESHOLDS) -> dict:
-    """Upstream's dense-captioning numbers (percent, 1 decimal as printed) plus unrounded values and counts.
+                 thresholds: Sequence[float] = THRESHOLDS, soda_pairing: SodaPairing = "paper",
+                 coverage: Coverage = "gold", cache_path: str | Path | None = None) -> dict:
+    """Upstream's dense-captioning numbers (percent; rounded to 1 decimal as printed, full under `unrounded`).
 
-    Only gold videos with a prediction record are evaluated (upstream writes the gold file from the
-    predicted ids); a video whose replies yield no caption scores 0.
+    coverage "gold": a gold video without a prediction record scores 0 ("predictions": only videos in both;
+    upstream evaluates the predicted ids). cache_path: a file memoising tokens and METEOR results across runs.
     """
+    if soda_pairing not in ("paper", "fixed"):
+        raise InputError(f"soda_pairing {soda_pairing!r}: use 'paper' or 'fixed'")
     predictions, records = load_dvc_predictions(pred, first_caption)
     gold_all = load_dvc_gold(gold)
-    videos, counts = match_ids(predictions, gold_all, f"{pred} vs {gold}")
+    videos, counts = match_ids(predictions, gold_all, f"{pred} vs {gold}", coverage)
+    preds = {v: predictions.get(v, []) for v in videos}
     rng = random.Random(seed)
+    plan = {v: caption_pairs(preds[v], gold_all[v], thresholds, rng) for v in videos}
 
-    plan = []  # (video, threshold index, [(prediction text, gold or filler text)])
-    for vid in videos:
-        preds, gts = predictions[vid], gold_all[vid]
-        for ti, t in enumerate(thresholds):
-            pairs = []
-            for p in preds:
-                matched = [g for g, span in enumerate(gts["timestamps"]) if tiou(p["timestamp"], span) >= t]
-                if matched:
-                    pairs += [(p["sentence"], gts["sentences"][g]) for g in matched]
-                else:
-                    pairs.append((p["sentence"], _random_string(rng)))
-            plan.append((vid, ti, pairs))
-    texts = {t for _, _, pairs in plan for pair in pairs for t in pair}
-    texts |= {p["sentence"] for vid in videos for p in predictions[vid]}
-
-    with caption_scorers() as (cider, meteor, tokenizer):
-        tokens = tokenize_all(tokenizer, texts)
-        cap_scores = {"CIDEr": np.zeros((len(videos), len(thresholds))),
-                      "METEOR": np.zeros((len(videos), len(thresholds)))}
-        index = {vid: i for i, vid in enumerate(videos)}
-        for vid, ti, pairs in plan:
-            res = {str(k): [tokens[p]] for k, (p, _) in enumerate(pairs)}
-            gts = {str(k): [tokens[g]] for k, (_, g) in enumerate(pairs)}
-            cap_scores["CIDEr"][index[vid], ti] = _score(cider, gts, res)[0]
-            cap_scores["METEOR"][index[vid], ti] = _score(meteor, gts, res)[0]
-
-        soda = np.zeros(len(videos))
-        precision = np.zeros((len(videos), len(thresholds)))
-        recall = np.zeros((len(videos), len(thresholds)))
-        for i, vid in enumerate(videos):
-            preds = sorted(predictions[vid], key=lambda p: p["timestamp"][0])
-            gts = gold_all[vid]
-            precision[i], recall[i] = localization([p["timestamp"] for p in preds], gts["timestamps"], thresholds)
-            soda[i] = _soda_c(meteor, tokens, preds, gts)
-
-        para_res = {vid: [_letters_only(". ".join(p["sentence"] for p in
-                                                   sorted(predictions[vid], key=lambda p: p["timestamp"][0])))]
-                    for vid in videos}
-        para_gts = {vid: [_letters_only(gold_all[vid]["paragraph"])] for vid in videos}
-        para_cider = _score(cider, para_gts, para_res)[0]
-        para_meteor = _score(meteor, para_gts, para_res)[0]
-
-    p_video, r_video = precision.mean(1), recall.mean(1)
-    f1_video = np.where(p_video + r_video > 0, 2 * p_video * r_video / np.maximum(p_video + r_video, 1e-12), 0.0)
-    exact = {
-        "CIDEr": cap_scores["CIDEr"].mean(), "METEOR": cap_scores["METEOR"].mean(), "SODA_c": soda.mean(),
-        "Precision": p_video.mean(), "Recall": r_video.mean(), "F1": f1_video.mean(),
-        "Para_CIDEr": para_cider, "Para_METEOR": para_meteor,
-        **{f"Precision@{t}": precision[:, k].mean() for k, t in enumerate(thresholds)},
-        **{f"Recall@{t}": recall[:, k].mean() for k, t in enumerate(thresholds)},
-    }
-    result = {k: round(100 * float(v), 1) for k, v in exact.items()}
-    result["n_preds"] = float(np.mean([len(predictions[v]) for v in videos]))
-    result["unrounded"] = {k: 100 * float(v) for k, v in exact.items()}
-    result["counts"] = counts
-    result["first_caption"] = first_caption
+    scorers = shared_scorers(cache_path)
+    texts = {t for v in videos for pairs in plan[v] for pair in pairs for t in pair}
+    texts |= {p["sentence"] for v in videos for p in preds[v]} | {s for v in videos for s in gold_all[v]["sentences"]}
+    tokens = scorers.tokenize(texts)
+    per_video = [_video_scores(scorers, tokens, preds[v], gold_all[v], plan[v], thresholds, soda_pairing)
+                 for v in videos]
+    exact = {k: sequence_mean([scores[k] for scores in per_video]) * 100 for k in per_video[0]}
+    exact.update({k: v * 100 for k, v in _paragraph_scores(scorers, preds, gold_all).items()})
+    exact["n_preds"] = sequence_mean([len(preds[v]) for v in videos])
+    scorers.cache.flush()
+    extra = {"first_caption": first_caption, "soda_pairing": soda_pairing}
     if records:
-        result["duplicates"] = duplicate_stats(records)
-    return result
-
-
-@contextmanager
-def _quiet_java_stderr():
-    """The PTB tokenizer's Java process prints a progress line on the inherited stderr; send it to /dev/null."""
-    import os
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def tokenize_all(tokenizer, texts) -> dict[str, str]:
-    """{text: PTB tokens} for every text, in one Java call."""
-    texts = sorted(texts)
-    if not texts:
-        return {}
-    with _quiet_java_stderr():
-        out = tokenizer.tokenize({str(k): [{"caption": _remove_nonascii(t)}] for k, t in enumerate(texts)})
-    return {t: out[str(k)][0] for k, t in enumerate(texts)}
-
-
-def _soda_c(meteor, tokens: dict[str, str], preds: list[dict], gts: dict) -> float:
-    """SODA_c of one video: METEOR(hypothesis = gold caption, reference = tokenized prediction) x tIoU,
-    best ordered assignment, F-measure of (best / #preds, best / #gold). Argument order as in Vid2Seq."""
-    if not preds or not gts["timestamps"]:
-        return 0.0
-    order = np.argsort([s[0] for s in gts["timestamps"]], kind="stable")
-    gold_spans = [gts["timestamps"][k] for k in order]
-    gold_text = [_remove_nonascii(gts["sentences"][k]) for k in order]
-    pairs = [(i, j) for i in range(len(gold_spans)) for j in range(len(preds))]
-    _, per_pair = meteor.compute_score({str(k): [tokens[preds[j]["sentence"]]] for k, (_, j) in enumerate(pairs)},
-                                       {str(k): [gold_text[i]] for k, (i, _) in enumerate(pairs)})
-    scores = np.zeros((len(gold_spans), len(preds)))
-    for (i, j), s in zip(pairs, per_pair, strict=True):
-        scores[i, j] = s * tiou(preds[j]["timestamp"], gold_spans[i])
-    best = soda_assignment(scores)
-    p, r = best / len(preds), best / len(gold_spans)
-    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+        extra["duplicates"] = duplicate_stats(records)
+    return result_shape(exact, 1, coverage, counts, **extra)

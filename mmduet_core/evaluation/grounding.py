@@ -18,8 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.benchmarks import read_records
-from .records import frame_scores, match_ids, read_jsonl
+from .records import (
+    Coverage,
+    DataError,
+    PredictionError,
+    frame_scores,
+    match_ids,
+    read_gold,
+    read_jsonl,
+    result_shape,
+    span,
+    spans,
+    unique_by,
+)
 
 WINDOWS = tuple(range(15))
 THRESHOLDS = tuple(np.round(np.arange(0.30, 0.7001, 0.02), 2).tolist())
@@ -29,21 +40,36 @@ PAPER_WINDOW = 6  # the window behind the paper's Charades row
 
 # ---- inputs -------------------------------------------------------------------------------------------------
 
+def _gold_spans(path, k: int, record: dict, out: dict) -> None:
+    qid = record.get("question_id")
+    where = f"{path} record {k} (question_id {qid!r})"
+    if "timestamps" not in record:
+        hint = (" (this is highlight gold: use `evaluate highlight`)" if "relevant_clip_ids" in record else
+                " (this is dense-captioning or MAGQA gold)" if "answer" in record else "")
+        raise DataError(f"{where}: no 'timestamps', the grounding gold field{hint}")
+    if "sentences" in record:  # raw Charades-STA: one query per sentence, ids as `mmduet convert` makes them
+        for j, one in enumerate(record["timestamps"]):
+            out[f"{qid}_{j}"] = [span(one, f"{where}: timestamps[{j}]")]
+    else:
+        if qid in out:
+            raise DataError(f"{path} question_id {qid!r}: appears twice (records must be unique)")
+        out[qid] = spans(record["timestamps"], f"{where}: timestamps")
+
+
 def load_grounding_gold(path: str | Path) -> dict[str, list[list[float]]]:
     """{question_id: gold spans} from an MMDuet test file or a raw Charades-STA {video: {timestamps, sentences}}."""
-    gold = {}
-    for record in read_records(path):
-        if "sentences" in record:  # raw Charades-STA: one query per sentence, ids as `mmduet convert` makes them
-            for k, span in enumerate(record["timestamps"]):
-                gold[f"{record['question_id']}_{k}"] = [list(map(float, span))]
-        else:
-            gold[record["question_id"]] = [list(map(float, s)) for s in record["timestamps"]]
+    gold: dict = {}
+    for k, record in enumerate(read_gold(path)):
+        if not isinstance(record, dict):
+            raise DataError(f"{path} record {k}: expected an object, got {type(record).__name__}")
+        _gold_spans(path, k, record, gold)
     return gold
 
 
 def load_score_series(path: str | Path, key: str = "relevance_score") -> dict:
-    """{question_id: (frame times, scores)} from inference records."""
-    return {r["question_id"]: frame_scores(r, key, str(path)) for r in read_jsonl(path)}
+    """{question_id: (frame times, scores)} from inference records (ids unique)."""
+    records = unique_by(read_jsonl(path), lambda r: r.get("question_id"), path, PredictionError)
+    return {q: frame_scores(r, key, str(path)) for q, r in records.items()}
 
 
 # ---- vectorised core ----------------------------------------------------------------------------------------
@@ -69,7 +95,8 @@ def smooth(scores: np.ndarray, lengths: np.ndarray, window: int) -> np.ndarray:
     values = np.where(valid, scores, 0.0)
     total = np.zeros((q, n))
     count = np.zeros((q, n))
-    for offset in range(-window, window + 1):
+    reach = min(window, n - 1)  # offsets beyond the longest series add nothing (and would misalign slices)
+    for offset in range(-reach, reach + 1):
         src = slice(max(offset, 0), n + min(offset, 0))  # j = i + offset
         dst = slice(max(-offset, 0), n - max(offset, 0))
         total[:, dst] += values[:, src]
@@ -160,15 +187,18 @@ def split_of(question_id) -> int:
 # ---- the evaluation -----------------------------------------------------------------------------------------
 
 def evaluate_grounding(pred: str | Path, gold: str | Path, window: int = PAPER_WINDOW, threshold: float = 0.5,
-                       sweep: bool = False, select_by: str = "R@0.5") -> dict:
-    """Frame-set IoU metrics at (window, threshold); with `sweep`, every window x threshold, the oracle rows,
-    a held-out selection and the span IoU of the longest positive run."""
+                       sweep: bool = False, select_by: str = "R@0.5", coverage: Coverage = "gold") -> dict:
+    """Frame-set IoU metrics at (window, threshold) (percent; 2 decimals as upstream prints them, full under
+    `unrounded`); with `sweep`, every window x threshold, the oracle rows, a held-out selection and the span
+    IoU of the longest positive run. coverage "gold": a query without a prediction has IoU 0."""
     series = load_score_series(pred)
     gold_spans = load_grounding_gold(gold)
-    qids, counts = match_ids(series, gold_spans, f"{pred} vs {gold}")
-    times, lengths = pad_series([series[q][0] for q in qids])
-    scores, _ = pad_series([series[q][1] for q in qids])
-    gmask = gold_mask(times, [gold_spans[q] for q in qids])
+    qids, counts = match_ids(series, gold_spans, f"{pred} vs {gold}", coverage)
+    scored = [q for q in qids if q in series]
+    order = scored + [q for q in qids if q not in series]  # the query axis below: missing ones last
+    times, lengths = pad_series([series[q][0] for q in scored])
+    scores, _ = pad_series([series[q][1] for q in scored])
+    gmask = gold_mask(times, [gold_spans[q] for q in scored])
 
     windows = WINDOWS if sweep else (window,)
     thresholds = THRESHOLDS if sweep else (threshold,)
@@ -176,11 +206,10 @@ def evaluate_grounding(pred: str | Path, gold: str | Path, window: int = PAPER_W
         windows = (*WINDOWS, window)
     if sweep and threshold not in THRESHOLDS:
         thresholds = (*THRESHOLDS, threshold)
-    ious = frame_ious(scores, lengths, gmask, windows, thresholds)  # (W, T, Q)
+    ious = _with_missing(frame_ious(scores, lengths, gmask, windows, thresholds), len(qids))  # (W, T, Q)
     chosen = ious[windows.index(window), thresholds.index(threshold)]
-    result = {k: round(v, 2) for k, v in summarise(chosen).items()}
-    result.update({"window": window, "threshold": threshold, "metric": "frame-set IoU (upstream)",
-                   "counts": counts})
+    result = result_shape(summarise(chosen), 2, coverage, counts, window=window, threshold=threshold,
+                          metric="frame-set IoU (upstream)")
     if not sweep:
         return result
 
@@ -188,11 +217,19 @@ def evaluate_grounding(pred: str | Path, gold: str | Path, window: int = PAPER_W
                        for wi, w in enumerate(windows) for ti, t in enumerate(thresholds)]
     result["oracle"] = [{"smooth_window_size": w, "label": "oracle: best threshold per video, chosen with the gold",
                          "scores": summarise(ious[wi].max(0))} for wi, w in enumerate(windows)]
-    result["heldout"] = heldout_selection(ious, [split_of(q) for q in qids], windows, thresholds, select_by)
+    result["heldout"] = heldout_selection(ious, [split_of(q) for q in order], windows, thresholds, select_by)
     interval = float(np.nanmedian(np.diff(times, axis=1))) if times.shape[1] > 1 else 0.5
-    result["span_iou"] = _span_iou_summary(scores, lengths, times, [gold_spans[q] for q in qids],
-                                           window, threshold, interval)
+    span_ious = _with_missing(_span_ious(scores, lengths, times, [gold_spans[q] for q in scored], window,
+                                         threshold, interval), len(qids))
+    result["span_iou"] = {"smooth_window_size": window, "threshold": threshold,
+                          "label": "span IoU of the longest positive run", **summarise(span_ious)}
     return result
+
+
+def _with_missing(ious: np.ndarray, total: int) -> np.ndarray:
+    """Append IoU 0 for the queries without a prediction (they come last in the query list)."""
+    pad = [(0, 0)] * (ious.ndim - 1) + [(0, total - ious.shape[-1])]
+    return np.pad(ious, pad)
 
 
 def heldout_selection(ious: np.ndarray, splits: Sequence[int], windows, thresholds, select_by: str = "R@0.5") -> dict:
@@ -212,7 +249,7 @@ def heldout_selection(ious: np.ndarray, splits: Sequence[int], windows, threshol
     return out
 
 
-def _span_iou_summary(scores, lengths, times, spans, window, threshold, interval) -> dict:
+def _span_ious(scores, lengths, times, spans, window, threshold, interval) -> np.ndarray:
     norm = minmax(smooth(scores, lengths, window))
     ious = []
     for q in range(scores.shape[0]):
@@ -220,5 +257,4 @@ def _span_iou_summary(scores, lengths, times, spans, window, threshold, interval
             positive = norm[q, : lengths[q]] >= threshold
         run = longest_run_span(times[q, : lengths[q]], positive, interval)
         ious.append(max((span_iou(run, s) for s in spans[q]), default=0.0) if run else 0.0)
-    return {"smooth_window_size": window, "threshold": threshold, "label": "span IoU of the longest positive run",
-            **summarise(np.asarray(ious))}
+    return np.asarray(ious)

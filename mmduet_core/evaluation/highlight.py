@@ -10,9 +10,18 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_curve
 
-from ..data.benchmarks import read_records
 from .grounding import smooth
-from .records import PredictionError, frame_scores, match_ids, read_jsonl
+from .records import (
+    Coverage,
+    DataError,
+    PredictionError,
+    frame_scores,
+    match_ids,
+    number,
+    read_gold,
+    read_jsonl,
+    result_shape,
+)
 
 CLIP_SECONDS = 2
 MIN_SCORES = {"Fair": 2, "Good": 3, "VeryGood": 4}
@@ -32,12 +41,27 @@ def clip_saliency(scores: np.ndarray, frame_interval: float, window: int = 0) ->
 def gt_clip_scores(gold: dict) -> np.ndarray:
     """(int(duration / 2), 3) annotator scores, zero outside the relevant clips (moment_detr's layout)."""
     scores = np.zeros((int(gold["duration"] / CLIP_SECONDS), 3))
-    ids, values = gold.get("relevant_clip_ids") or [], gold.get("saliency_scores") or []
-    if not ids or len(ids) != len(values) or max(ids) >= len(scores):
-        raise ValueError(f"gold qid {gold.get('qid')!r}: needs relevant_clip_ids inside its {gold['duration']} s "
-                         f"and one score row per id (got {len(ids)} ids, {len(values)} score rows)")
-    scores[np.asarray(ids, dtype=int)] = np.asarray(values, dtype=float)
+    scores[np.asarray(gold["relevant_clip_ids"], dtype=int)] = np.asarray(gold["saliency_scores"], dtype=float)
     return scores
+
+
+def _check_gold_row(path, k: int, row: dict) -> None:
+    """Fields moment_detr reads: duration, relevant clip ids inside it, three annotator scores per clip."""
+    where = f"{path} record {k} (qid {row.get('qid', row.get('question_id'))!r})"
+    if "relevant_clip_ids" not in row or "saliency_scores" not in row:
+        hint = " (this is grounding gold: use `evaluate grounding`)" if "timestamps" in row else ""
+        raise DataError(f"{where}: no 'relevant_clip_ids' / 'saliency_scores', the highlight gold fields{hint}")
+    duration = number(row.get("duration"), f"{where}: duration", DataError, minimum=0)
+    ids, values = row["relevant_clip_ids"], row["saliency_scores"]
+    if not isinstance(ids, list) or not ids or not isinstance(values, list) or len(ids) != len(values):
+        raise DataError(f"{where}: relevant_clip_ids and saliency_scores must be non-empty lists of equal length")
+    for j, (clip, triple) in enumerate(zip(ids, values, strict=True)):
+        if isinstance(clip, bool) or not isinstance(clip, int) or not 0 <= clip < int(duration / CLIP_SECONDS):
+            raise DataError(f"{where}: relevant_clip_ids[{j}] = {clip!r} is not a clip of its {duration:g} s")
+        if not isinstance(triple, list) or len(triple) != 3:
+            raise DataError(f"{where}: saliency_scores[{j}] is {triple!r}, not 3 annotator scores")
+        for a, v in enumerate(triple):
+            number(v, f"{where}: saliency_scores[{j}][{a}]", DataError, minimum=0)
 
 
 def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -51,44 +75,71 @@ def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return float(np.mean(precision[np.where(np.diff(recall))]))
 
 
-def highlight_metrics(pred_saliency: dict, gold: dict) -> dict[str, float]:
-    """moment_detr highlight metrics over the qids of `pred_saliency` (all must be in `gold`)."""
+def highlight_metrics(pred_saliency: dict, gold: dict, qids: list | None = None) -> dict[str, float]:
+    """moment_detr highlight metrics (percent, full precision) over `qids` (default: those of `pred_saliency`);
+    a qid without a prediction scores 0 (no hit, AP 0)."""
+    qids = list(pred_saliency) if qids is None else qids
     out = {}
-    gt_full = {q: gt_clip_scores(gold[q]) for q in pred_saliency}
+    gt_full = {q: gt_clip_scores(gold[q]) for q in qids}
     for name, minimum in MIN_SCORES.items():
         hits, aps = [], []
-        for q, pred in pred_saliency.items():
+        for q in qids:
+            if q not in pred_saliency:
+                hits.append(np.zeros(3))
+                aps.append([0.0, 0.0, 0.0])
+                continue
             binary = (gt_full[q] >= minimum).astype(float)  # (clips, 3)
+            pred = np.asarray(pred_saliency[q], dtype=float)
             top = int(np.argmax(pred))
             hits.append(binary[top] if top < len(binary) else np.zeros(3))
-            pred = np.asarray(pred, dtype=float)
             fitted = np.zeros(len(binary))
             fitted[: min(len(pred), len(binary))] = pred[: len(binary)]
             aps.append([average_precision(binary[:, a], fitted) for a in range(3)])
-        out[f"HL-min-{name}-mAP"] = float(f"{100 * np.mean(aps):.2f}")
-        out[f"HL-min-{name}-Hit1"] = float(f"{100 * np.mean(np.max(np.asarray(hits), 1)):.2f}")
+        out[f"HL-min-{name}-mAP"] = 100 * float(np.mean(aps))
+        out[f"HL-min-{name}-Hit1"] = 100 * float(np.mean(np.max(np.asarray(hits), 1)))
     return out
 
 
 def load_highlight_gold(path: str | Path) -> dict:
     """{qid: gold row} from the QVHighlights jsonl (or an MMDuet-format file carrying the same fields)."""
     out = {}
-    for row in read_records(path):
+    for k, row in enumerate(read_gold(path)):
+        if not isinstance(row, dict):
+            raise DataError(f"{path} record {k}: expected an object, got {type(row).__name__}")
+        _check_gold_row(path, k, row)
         qid = row.get("qid", row.get("question_id"))
+        if qid in out:
+            raise DataError(f"{path} qid {qid!r}: appears twice (records must be unique)")
         out[qid] = row
     return out
+
+
+def _submission(path, k: int, record: dict) -> np.ndarray:
+    where = f"{path} qid {record.get('qid')!r}"
+    values = record["pred_saliency_scores"]
+    if not isinstance(values, list) or not values:
+        raise PredictionError(f"{where}: pred_saliency_scores is {values!r}, not a non-empty list")
+    return np.asarray([number(v, f"{where}: pred_saliency_scores[{j}]") for j, v in enumerate(values)])
 
 
 def load_predictions(path: str | Path, key: str = "relevance_score") -> tuple[dict, dict]:
     """Inference records -> {qid: (frame times, scores)}; moment_detr submissions -> {qid: clip saliency}."""
     series, submitted = {}, {}
-    for record in read_jsonl(path):
+    for k, record in enumerate(read_jsonl(path)):
+        if not isinstance(record, dict):
+            raise PredictionError(f"{path} record {k}: expected an object, got {type(record).__name__}")
         if "pred_saliency_scores" in record:
-            submitted[record["qid"]] = np.asarray(record["pred_saliency_scores"], dtype=float)
+            qid, value = record.get("qid"), _submission(path, k, record)
         elif "question_id" in record:
-            series[record["question_id"]] = frame_scores(record, key, str(path))
+            qid, value = record["question_id"], None
         else:
-            raise PredictionError(f"{path}: a line with neither qid/pred_saliency_scores nor question_id")
+            raise PredictionError(f"{path} record {k}: neither qid + pred_saliency_scores nor question_id")
+        if qid in series or qid in submitted:
+            raise PredictionError(f"{path} qid {qid!r}: appears twice (records must be unique)")
+        if value is None:
+            series[qid] = frame_scores(record, key, str(path))
+        else:
+            submitted[qid] = value
     return series, submitted
 
 
@@ -96,23 +147,23 @@ def saliency_at(series: dict, submitted: dict, window: int) -> dict:
     """Clip saliency of every query at smoothing `window` (submissions are used as they are)."""
     out = dict(submitted)
     for qid, (times, scores) in series.items():
-        interval = float(times[1] - times[0]) if len(times) > 1 else 1.0
+        interval = float(times[1] - times[0]) if len(times) > 1 else 1.0  # > 0: frame_scores checks times increase
         out[qid] = clip_saliency(scores, interval, window)
     return out
 
 
-def evaluate_highlight(pred: str | Path, gold: str | Path, window: int = PAPER_WINDOW, sweep: bool = False) -> dict:
-    """The six moment_detr keys (percent) at `window`; with `sweep`, the same for windows 0-14."""
+def evaluate_highlight(pred: str | Path, gold: str | Path, window: int = PAPER_WINDOW, sweep: bool = False,
+                       coverage: Coverage = "gold") -> dict:
+    """The six moment_detr keys (percent; 2 decimals as moment_detr rounds them, full under `unrounded`) at
+    `window`; with `sweep`, the same for windows 0-14. coverage "gold": a query without a prediction scores 0."""
     gold_rows = load_highlight_gold(gold)
     series, submitted = load_predictions(pred)
     saliency = saliency_at(series, submitted, window)
-    qids, counts = match_ids(saliency, gold_rows, f"{pred} vs {gold}")
-    result = highlight_metrics({q: saliency[q] for q in qids}, gold_rows)
-    result.update({"window": window, "counts": counts})
+    qids, counts = match_ids(saliency, gold_rows, f"{pred} vs {gold}", coverage)
+    result = result_shape(highlight_metrics(saliency, gold_rows, qids), 2, coverage, counts, window=window)
     if sweep:
-        result["sweep"] = []
-        for w in range(15):
-            s = saliency_at(series, submitted, w)
-            result["sweep"].append({"smooth_window_size": w,
-                                    "results": highlight_metrics({q: s[q] for q in qids}, gold_rows)})
+        # rounded as in upstream's output file (moment_detr rounds its results)
+        result["sweep"] = [{"smooth_window_size": w, "results": {
+            k: round(v, 2) for k, v in highlight_metrics(saliency_at(series, submitted, w), gold_rows, qids).items()}}
+            for w in range(15)]
     return result

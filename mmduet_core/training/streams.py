@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
+from ..data.prompts import DVC_INSTRUCTIONS, GROUNDING_TEMPLATES
 from ..model import IGNORE_INDEX
-from ..template import DEFAULT_SYSTEM_PROMPT, learn_ranges, render
+from ..model.template import DEFAULT_SYSTEM_PROMPT, learn_ranges, render
 from ..video import VideoError, build_metadata, read_video
-from .prompts import DVC_INSTRUCTIONS, GROUNDING_TEMPLATES
 
 
 def ceil_time(t: float, fps: float, lo: float = 0.0, hi: float = math.inf) -> float:

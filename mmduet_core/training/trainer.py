@@ -21,10 +21,10 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .checkpoint import OUR_LORA_TARGETS, save_model, tiny_config
-from .data.streams import DuetCollator, build_mixture, example_lengths
-from .model import DuetModel
-from .template import train_tokenizer
+from ..model import DuetModel
+from ..model.checkpoint import OUR_LORA_TARGETS, save_model, tiny_config
+from ..model.template import train_tokenizer
+from .streams import DuetCollator, build_mixture, example_lengths
 
 MODULES_TO_SAVE = ["multi_modal_projector", "informative_head", "relevance_head"]
 
@@ -166,7 +166,7 @@ TOY_FLASH_STEPS = 800  # stage 1 of `train_toy`: flash cards alone
 
 def build_toy_model(seed: int = 0):
     """A from-scratch MMDuet for the toy world: its own tokenizer, a few hundred thousand parameters."""
-    from .toyworld import toy_vocabulary
+    from ..toyworld import toy_vocabulary
 
     tokens = TOY_MODEL["image_size"] // TOY_MODEL["patch_size"]
     per_frame = math.ceil(tokens / TOY_MODEL["pooling_stride"]) ** 2

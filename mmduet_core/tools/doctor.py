@@ -59,7 +59,8 @@ def check_environment(adapter_dir: str | Path = DEFAULT_ADAPTER_DIR,
         import torch
 
         cuda = torch.cuda.is_available()
-        name = torch.cuda.get_device_name(0) if cuda else "none (CPU only: the toy world runs, 7B needs a GPU)"
+        name = (f"{torch.cuda.get_device_name(0)} (`make gpu-check` measures the 7B model's speed and memory)"
+                if cuda else "none (CPU only: the toy world runs, 7B needs a GPU)")
         checks.append(Check("GPU", cuda, name, "a CUDA GPU with >= 24 GB for the 7B model in bf16"))
         flash = importlib.util.find_spec("flash_attn") is not None
         checks.append(Check("flash-attention", flash, "installed" if flash else "absent: sdpa is used",

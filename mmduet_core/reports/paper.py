@@ -93,14 +93,8 @@ def run_setting(report: dict) -> str:
 
 
 def gold_file(report: dict, key: str = "TEST_FILE") -> Path:
-    """The gold file a benchmark notebook was scored against (its DATA_ROOT / `key`). A toy world that is gone
-    (a fresh clone has only the committed reports) or stale is rebuilt from its seed: its annotations are
-    deterministic."""
-    from .toyworld import prepare_toy_benchmark
-
+    """The gold file a benchmark notebook was scored against: its DATA_ROOT / `key` (a path; nothing is made)."""
     p = report["parameters"]
-    if p.get("MODEL") == "toy":
-        prepare_toy_benchmark(p["DATA_ROOT"], p[key], p.get("SEED", 0))
     return Path(p["DATA_ROOT"]) / p[key]
 
 

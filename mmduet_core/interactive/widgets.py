@@ -23,10 +23,10 @@ from pathlib import Path
 
 import ipywidgets as w
 
+from ..stream import MODES, DuetSettings, StepRecord
 from .demo import (
-    THRESHOLD_MODES,
+    DEMO_SETTINGS,
     DemoExample,
-    DemoSettings,
     DuetPlayback,
     chat_html,
     png_bytes,
@@ -34,7 +34,6 @@ from .demo import (
     static_html,
     status_html,
 )
-from .stream import StepRecord
 
 PAUSE, RESUME = "Pause Video", "Resume Video"
 
@@ -43,7 +42,7 @@ class DuetPlayer(w.VBox):
     """Video, settings, Start / Pause / Stop, the current frame, live scores, the chat and a message box."""
 
     def __init__(self, model, tokenizer, examples: Sequence[DemoExample] = (), video: str | Path | None = None,
-                 settings: DemoSettings | None = None, realtime: bool = True, upload_dir: str | Path | None = None):
+                 settings: DuetSettings | None = None, realtime: bool = True, upload_dir: str | Path | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.examples = list(examples)
         self.realtime = realtime  # sleep to the video's pace when inference is faster
@@ -54,7 +53,7 @@ class DuetPlayer(w.VBox):
         self._task: asyncio.Task | None = None
         self._paused = False
         self._build()
-        settings = settings or (self.examples[0].settings if self.examples else DemoSettings())
+        settings = settings or (self.examples[0].settings if self.examples else DEMO_SETTINGS)
         if self.examples and video is None:
             self._apply_example(self.examples[0])
         else:
@@ -79,7 +78,8 @@ class DuetPlayer(w.VBox):
                                   description="Example", layout=wide, style=style)
         self.video_path = w.Text(description="Video file", placeholder="path/to/video.mp4", layout=wide, style=style)
         self.upload = w.FileUpload(accept="video/*", multiple=False, description="Upload video")
-        self.mode = w.RadioButtons(options=list(THRESHOLD_MODES), description="Threshold mode", style=style)
+        self.mode = w.RadioButtons(options=[(MODES[m].label, m) for m in ("prob", "sum", "z")],
+                                   description="Threshold mode", style=style)
         self.use_informative = w.Checkbox(description="informative score", indent=False)
         self.use_relevance = w.Checkbox(description="relevance score", indent=False)
         self.remove_replies = w.RadioButtons(options=["yes", "no"], description="Remove previous replies",
@@ -137,20 +137,23 @@ class DuetPlayer(w.VBox):
 
     # ---- settings -----------------------------------------------------------------------------------------
 
-    def settings(self) -> DemoSettings:
-        """The controls as a validated `DemoSettings`."""
-        scores = tuple(name for name, box in (("informative score", self.use_informative),
-                                              ("relevance score", self.use_relevance)) if box.value)
-        return DemoSettings(self.mode.value, scores, self.remove_replies.value == "yes", float(self.threshold.value),
-                            float(self.interval.value))
+    def settings(self) -> DuetSettings:
+        """The controls as validated `DuetSettings`."""
+        heads = tuple(head for head, box in (("informative_score", self.use_informative),
+                                             ("relevance_score", self.use_relevance)) if box.value)
+        return self._base_settings.replace(mode=self.mode.value, score_heads=heads,
+                                           remove_assistant_turns=self.remove_replies.value == "yes",
+                                           reply_threshold=float(self.threshold.value),
+                                           fps=1.0 / float(self.interval.value))
 
-    def _apply_settings(self, s: DemoSettings) -> None:
-        self.mode.value = s.threshold_mode
-        self.use_informative.value = "informative score" in s.scores
-        self.use_relevance.value = "relevance score" in s.scores
-        self.remove_replies.value = "yes" if s.remove_previous_replies else "no"
-        self.threshold.value = s.threshold
-        self.interval.value = s.frame_interval
+    def _apply_settings(self, s: DuetSettings) -> None:
+        self._base_settings = s
+        self.mode.value = s.mode
+        self.use_informative.value = "informative_score" in s.score_heads
+        self.use_relevance.value = "relevance_score" in s.score_heads
+        self.remove_replies.value = "yes" if s.remove_assistant_turns else "no"
+        self.threshold.value = s.reply_threshold
+        self.interval.value = 1.0 / s.fps
 
     def _apply_example(self, example: DemoExample) -> None:
         self.video_path.value = _shown_path(example.video)
@@ -207,7 +210,7 @@ class DuetPlayer(w.VBox):
                     continue
                 started = time.perf_counter()
                 self.step()
-                wait = self.playback.settings.frame_interval - (time.perf_counter() - started) if self.realtime else 0
+                wait = 1.0 / self.playback.settings.fps - (time.perf_counter() - started) if self.realtime else 0
                 await asyncio.sleep(max(wait, 0.0))
         except Exception as exc:  # noqa: BLE001
             self._show_error(exc)
@@ -274,7 +277,7 @@ class DuetPlayer(w.VBox):
         if pb is None:
             return
         self.frame_image.value = png_bytes(pb.current_frame(), max_side=480)
-        fig = score_figure(pb.steps, pb.policy, pb.duration)
+        fig = score_figure(pb.steps, pb.settings, pb.duration)
         self.plot.value = png_bytes(fig)
 
     def to_static(self) -> str:

@@ -3,7 +3,7 @@ examples, one playback object that steps a `DuetSession` frame by frame, and pur
 score plot, chat log, a static page of a finished session). The ipywidgets player (`widgets.DuetPlayer`) is
 a thin layer over this module; tests and exported reports use it directly, no kernel needed.
 
-    playback = DuetPlayback(model, tokenizer, "office.mp4", DemoSettings(threshold=0.4))
+    playback = DuetPlayback(model, tokenizer, "office.mp4", DEMO_SETTINGS.replace(reply_threshold=0.4))
     playback.send_message("What is happening in the office?")   # stamped with the next frame's time
     while not playback.finished:
         step = playback.step()                                     # one frame: scores, maybe a reply
@@ -25,49 +25,32 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .checkpoint import ASSETS
-from .plots import INFORMATIVE, RELEVANCE
-from .stream import DuetSession, ResponsePolicy, StepRecord
-from .video import Clip, read_video
+from ..errors import InputError
+from ..model.checkpoint import ASSETS
+from ..plots import INFORMATIVE, RELEVANCE
+from ..stream import HEADS, MODES, DuetSession, DuetSettings, StepRecord, policy_trace
+from ..video import Clip, read_video
 
-ThresholdMode = Literal["single-frame score", "sum score", "z-score"]
-THRESHOLD_MODES: dict[str, str] = {"single-frame score": "prob", "sum score": "sum", "z-score": "z"}
-SCORE_NAMES: dict[str, str] = {"informative score": "informative_score", "relevance score": "relevance_score"}
 DEMO_MAX_FRAMES = 400  # upstream's demo loader cap
+# the original app's defaults: single-frame score 0.3 on the informative head, previous replies removed, 2 fps,
+# frames counted with floor as its loader does; one forward per frame, so a message is read at its frame
+DEMO_SETTINGS = DuetSettings(fps=2.0, max_frames=DEMO_MAX_FRAMES, frame_rule="floor", mode="prob",
+                             reply_threshold=0.3, remove_assistant_turns=True, z_warmup_frames=4, chunk_frames=1)
 
 
-# ---- settings and examples ----------------------------------------------------------------------------------
-
-@dataclass
-class DemoSettings:
-    """The original demo's controls (its defaults), plus z-score mode."""
-
-    threshold_mode: ThresholdMode = "single-frame score"
-    scores: tuple[str, ...] = ("informative score",)  # any of "informative score", "relevance score"
-    remove_previous_replies: bool = True  # upstream's "Remove Previous Model Turns in Context"
-    threshold: float = 0.3  # probability (single-frame), summed score (sum) or standard deviations (z-score)
-    frame_interval: float = 0.5  # seconds of video between two frames fed to the model (1 / fps)
-    z_first_frames: int = 4  # z-score: frames that stay silent while the running statistics settle
-
-    def __post_init__(self):
-        if self.threshold_mode not in THRESHOLD_MODES:
-            raise ValueError(f"threshold_mode must be one of {list(THRESHOLD_MODES)}, not {self.threshold_mode!r}")
-        self.scores = tuple(self.scores)
-        unknown = [s for s in self.scores if s not in SCORE_NAMES]
-        if unknown or not self.scores:
-            raise ValueError(f"scores must be a non-empty subset of {list(SCORE_NAMES)}, got {list(self.scores)}")
-        if not 0.1 <= self.frame_interval <= 10:
-            raise ValueError(f"frame_interval must be within 0.1-10 s, got {self.frame_interval}")
-
-    @property
-    def fps(self) -> float:
-        return 1.0 / self.frame_interval
-
-    def policy(self) -> ResponsePolicy:
-        return ResponsePolicy(THRESHOLD_MODES[self.threshold_mode], self.threshold,
-                              tuple(SCORE_NAMES[s] for s in self.scores),
-                              remove_assistant_turns=self.remove_previous_replies,
-                              first_n_frames_no_generate=self.z_first_frames)
+def DemoSettings(threshold_mode: str = "single-frame score", scores=("informative score",),  # noqa: N802
+                 remove_previous_replies: bool = True, threshold: float = 0.3, frame_interval: float = 0.5,
+                 z_first_frames: int = 4) -> DuetSettings:
+    """Old name, kept for existing code: the demo takes `DuetSettings` now (labels as in the original app:
+    "single-frame score" is mode "prob", "sum score" "sum", "z-score" "z"; frame_interval is 1 / fps)."""
+    modes = {info.label: mode for mode, info in MODES.items()}
+    if not frame_interval > 0:
+        raise InputError(f"frame_interval must be > 0 seconds, not {frame_interval!r}")
+    if threshold_mode not in modes:
+        raise InputError(f"threshold_mode must be one of {', '.join(modes)}, not {threshold_mode!r}")
+    return DEMO_SETTINGS.replace(mode=modes[threshold_mode], score_heads=tuple(s.replace(" ", "_") for s in scores),
+                                 remove_assistant_turns=remove_previous_replies, reply_threshold=threshold,
+                                 fps=1.0 / frame_interval, z_warmup_frames=z_first_frames)
 
 
 @dataclass(frozen=True)
@@ -77,7 +60,7 @@ class DemoExample:
     name: str
     video: Path
     message: str
-    settings: DemoSettings
+    settings: DuetSettings
     note: str = ""
 
 
@@ -90,14 +73,14 @@ ORIGINAL_EXAMPLES = (  # upstream demo/app.py's examples (cooking.mp4 was never 
 def demo_examples(video_dirs: Sequence[str | Path] = ()) -> list[DemoExample]:
     """The shipped toy clips, then the original demo's office and drive examples when their videos are found in
     one of `video_dirs` (they come with the original repository's `demo/assets`; they need the 7B model)."""
-    toy = DemoSettings("single-frame score", ("informative score",), True, 0.5, 0.5)
+    toy = DEMO_SETTINGS.replace(reply_threshold=0.5)
     examples = [
         DemoExample("toy: shapes crossing (1 min)", ASSETS / "demo_toy.mp4", "What is happening in the video?", toy,
                     "toy world test video; the shipped toy model narrates it"),
         DemoExample("toy: two shapes (10 s)", ASSETS / "sample_toy.mp4", "What is happening in the video?", toy,
                     "toy world test video test000"),
     ]
-    original = DemoSettings("single-frame score", ("informative score", "relevance score"), False, 0.4, 0.5)
+    original = DEMO_SETTINGS.replace(reply_threshold=0.4, score_heads=HEADS, remove_assistant_turns=False)
     for filename, message in ORIGINAL_EXAMPLES:
         found = next((Path(d) / filename for d in video_dirs if (Path(d) / filename).is_file()), None)
         if found is not None:
@@ -120,27 +103,6 @@ class ChatMessage:
         return f"[time={self.time:.1f}s] {self.text}"
 
 
-@dataclass
-class PolicyPoint:
-    """What the policy compared against the threshold at one frame, and whether it fired."""
-
-    score: float  # the frame's score (summed over the heads used)
-    level: float  # prob: the score; sum: the running sum; z: the score
-    bar: float  # the threshold it was compared with (z: mean + z * std of the recent scores)
-    fired: bool
-
-
-def policy_trace(policy: ResponsePolicy, steps: Sequence[StepRecord]) -> list[PolicyPoint]:
-    """Replay the policy over recorded steps (its decisions are a pure function of the scores)."""
-    state, out = policy.new_state(), []
-    for s in steps:
-        score, bar = state.frame_score(s.informative, s.relevance), state.current_threshold()
-        level = state.score_sum + score if policy.mode == "sum" else score
-        fired = state.decide(s.informative, s.relevance)
-        out.append(PolicyPoint(score, level, bar, fired))
-    return out
-
-
 class DuetPlayback:
     """One video played through one `DuetSession`, a frame per `step()`; the state of a demo run.
 
@@ -148,30 +110,31 @@ class DuetPlayback:
     callback) is inserted between two frames, never in the middle of one.
     """
 
-    def __init__(self, model, tokenizer, video: str | Path | Clip, settings: DemoSettings | None = None,
-                 max_frames: int = DEMO_MAX_FRAMES):
-        self.settings = settings or DemoSettings()
-        resolution = model.config.vision_config.image_size
+    def __init__(self, model, tokenizer, video: str | Path | Clip, settings: DuetSettings | None = None):
+        self.settings = (settings or DEMO_SETTINGS).replace(chunk_frames=1)
+        s = self.settings
+        resolution = s.resolution or model.config.vision_config.image_size
         self.clip = video if isinstance(video, Clip) else read_video(
-            video, fps=self.settings.fps, max_frames=max_frames, resolution=resolution, rule="floor",
-            keep_original=True)
+            video, fps=s.fps, max_frames=s.max_frames, resolution=resolution, rule=s.frame_rule, keep_original=True)
         if len(self.clip) == 0:
-            raise ValueError(f"{self.clip.path}: no frames at {self.settings.fps:g} fps")
-        self.policy = self.settings.policy()
-        self.session = DuetSession(model, tokenizer, self.policy, fps=self.clip.fps, chunk_frames=1)
+            raise InputError(f"{self.clip.path}: no frames at {s.fps:g} fps")
+        self.session = DuetSession(model, tokenizer, s, fps=self.clip.fps)
         with torch.no_grad():
             self.embeds = model.encode_frames(self.clip.frames)  # (T, n, D), upstream pre-encodes the video
-        self.chat: list[ChatMessage] = []
-        self.frame_index = 0  # frames fed so far
         self._lock = threading.Lock()
 
     @property
     def finished(self) -> bool:
-        return self.frame_index >= len(self.clip)
+        return self.session.frame_index >= len(self.clip)
 
     @property
     def steps(self) -> list[StepRecord]:
         return self.session.steps
+
+    @property
+    def chat(self) -> list[ChatMessage]:
+        """Messages and replies in the order they happened, each stamped with its video time."""
+        return [ChatMessage(r["time"], r["role"], r["content"]) for r in self.session.responses]
 
     @property
     def video_time(self) -> float:
@@ -184,7 +147,7 @@ class DuetPlayback:
 
     def current_frame(self) -> np.ndarray:
         """The last fed frame at its original resolution, (H, W, 3) uint8 (the first frame before any step)."""
-        return self.frame(max(self.frame_index - 1, 0))
+        return self.frame(max(self.session.frame_index - 1, 0))
 
     def frame(self, index: int) -> np.ndarray:
         """Frame `index` at its original resolution (the model's input resolution when originals were not kept)."""
@@ -196,23 +159,18 @@ class DuetPlayback:
         """Queue a user message; the model reads it before the next frame."""
         text = text.strip()
         if not text:
-            raise ValueError("empty message")
+            raise InputError("empty message")
         with self._lock:
-            message = ChatMessage(self.session.video_time, "user", text)
-            self.session.add_user_message(text, message.time)
-            self.chat.append(message)
-        return message
+            time = self.session.video_time
+            self.session.add_user_message(text, time)
+        return ChatMessage(time, "user", text)
 
     def step(self) -> StepRecord | None:
         """Feed the next frame; returns its step record (None when the video is over)."""
         with self._lock:
             if self.finished:
                 return None
-            record = self.session.push_frame(self.embeds[self.frame_index])
-            self.frame_index += 1
-            if record.reply is not None:
-                self.chat.append(ChatMessage(record.time, "assistant", record.reply))
-            return record
+            return self.session.push_frame(self.embeds[self.session.frame_index])
 
     def run(self) -> list[StepRecord]:
         """Play the rest of the video without pacing."""
@@ -239,7 +197,7 @@ def png_bytes(image: np.ndarray | Figure, max_side: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def score_figure(steps: Sequence[StepRecord], policy: ResponsePolicy, duration: float | None = None,
+def score_figure(steps: Sequence[StepRecord], policy: DuetSettings, duration: float | None = None,
                  size: tuple[float, float] = (6.4, 2.8)) -> Figure:
     """Informative and relevance probability per frame, the policy's threshold (sum mode: the running sum against
     it), and a marker at every frame where the model replied. Built without pyplot (safe in any thread)."""
@@ -249,16 +207,17 @@ def score_figure(steps: Sequence[StepRecord], policy: ResponsePolicy, duration: 
     times = [s.time for s in steps]
     ax.plot(times, [s.informative for s in steps], color=INFORMATIVE, lw=1.6, label="informative")
     ax.plot(times, [s.relevance for s in steps], color=RELEVANCE, lw=1.6, label="relevance")
-    trace = policy_trace(policy, steps)
+    trace = policy_trace(policy, [(s.informative, s.relevance) for s in steps])
     top = 1.0
     if policy.mode == "sum" or len(policy.score_heads) > 1:
         name = "running sum" if policy.mode == "sum" else "summed score"
         ax.plot(times, [p.level for p in trace], color="#555555", lw=1, ls=":", label=name)
-        top = max([top, policy.threshold] + [p.level for p in trace])
+        top = max([top, policy.reply_threshold] + [p.level for p in trace])
     if policy.mode == "z":
-        ax.plot(times, [p.bar for p in trace], color="grey", ls="--", lw=1, label=f"mean + {policy.threshold:g} sd")
-    elif policy.can_fire:
-        ax.axhline(policy.threshold, color="grey", ls="--", lw=1, label=f"threshold {policy.threshold:g}")
+        ax.plot(times, [p.threshold for p in trace], color="grey", ls="--", lw=1,
+                label=f"mean + {policy.reply_threshold:g} sd")
+    elif policy.can_reply:
+        ax.axhline(policy.reply_threshold, color="grey", ls="--", lw=1, label=f"threshold {policy.reply_threshold:g}")
     fired = [s.time for s, p in zip(steps, trace, strict=True) if p.fired]
     if fired:
         ax.plot(fired, [top * 1.06] * len(fired), "v", color="black", ms=6, label="reply", clip_on=False)
@@ -311,13 +270,10 @@ def _img_tag(data: bytes, alt: str, style: str = "") -> str:
 def static_html(playback: DuetPlayback, frames_shown: int = 6) -> str:
     """A finished (or paused) session as self-contained HTML: settings, score plot, frames at the replies,
     chat log. What exported reports show where widgets cannot run."""
-    s = playback.settings
-    settings = (f"{s.threshold_mode}, scores: {', '.join(s.scores)}, threshold {s.threshold:g}, frame interval "
-                f"{s.frame_interval:g} s, previous replies {'removed' if s.remove_previous_replies else 'kept'}")
-    plot = _img_tag(png_bytes(score_figure(playback.steps, playback.policy, playback.duration, (8, 2.8))),
+    settings = playback.settings.describe()
+    plot = _img_tag(png_bytes(score_figure(playback.steps, playback.settings, playback.duration, (8, 2.8))),
                     "scores over time", "max-width:100%")
-    reply_frames = [round(m.time * playback.clip.fps) for m in playback.chat if m.role == "assistant"]
-    picks = sorted(set(reply_frames))[:frames_shown] or [0]
+    picks = sorted({s.frame_index for s in playback.steps if s.reply is not None})[:frames_shown] or [0]
     strip = "".join(
         f"<figure style='display:inline-block;margin:4px;text-align:center'>"
         f"{_img_tag(png_bytes(playback.frame(k), 240), f'frame at {k / playback.clip.fps:.1f} s', 'height:120px')}"

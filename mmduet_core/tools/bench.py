@@ -31,8 +31,8 @@ def _median_time(fn, repeat: int) -> float:
 
 def bench_eval(gold: str | Path | None = None, repeat: int = 3, seed: int = 0) -> dict:
     """Vectorised grounding sweep vs the per-query loop, on Charades-STA gold with seeded random scores."""
-    from .data.convert import convert_charades
-    from .evaluation.grounding import THRESHOLDS, WINDOWS, frame_iou_loop, frame_ious, gold_mask, pad_series
+    from ..data.convert import convert_charades
+    from ..evaluation.grounding import THRESHOLDS, WINDOWS, frame_iou_loop, frame_ious, gold_mask, pad_series
 
     gold = Path(gold) if gold else SHARED_CHARADES
     if not gold.exists():
@@ -70,7 +70,7 @@ def synthetic_video(path: str | Path, frames: int, height: int = 360, width: int
                     seed: int = 0) -> Path:
     """An H.264 test video: a moving bar, a fixed block, a brightness ramp and noise (so it does not compress
     to nothing). For decode benchmarks and loader tests."""
-    from .video import write_video
+    from ..video import write_video
 
     rng = np.random.default_rng(seed)
 
@@ -165,9 +165,9 @@ def bench_video(videos: list[str] | None = None, repeat: int = 3) -> dict:
 # ---- stream -------------------------------------------------------------------------------------------------
 
 STREAM_MODES = {
-    "grounding (prob 1.0, never fires)": dict(mode="prob", threshold=1.0),
-    "rm-ass-turns sum 2.0": dict(mode="sum", threshold=2.0, remove_assistant_turns=True),
-    "kept replies prob 0.5": dict(mode="prob", threshold=0.5),
+    "grounding (never replies)": dict(mode="never"),
+    "rm-ass-turns sum 2.0": dict(mode="sum", reply_threshold=2.0, remove_assistant_turns=True),
+    "kept replies prob 0.5": dict(mode="prob", reply_threshold=0.5),
 }
 
 
@@ -175,9 +175,9 @@ def _random_model(tokens_per_frame: int = 49, hidden: int = 256, layers: int = 4
     """A random MMDuet with 49 tokens per frame (the 7B layout: 27 x 27 grid, stride 4) or 4 (the toy's size)."""
     import torch
 
-    from .checkpoint import tiny_config
-    from .model import DuetModel
-    from .template import DEFAULT_SYSTEM_PROMPT, train_tokenizer
+    from ..model import DuetModel
+    from ..model.checkpoint import tiny_config
+    from ..model.template import DEFAULT_SYSTEM_PROMPT, train_tokenizer
 
     tok = train_tokenizer([DEFAULT_SYSTEM_PROMPT, "a red square appears and moves left"] * 4, vocab_size=400)
     torch.manual_seed(0)
@@ -189,7 +189,7 @@ def _random_model(tokens_per_frame: int = 49, hidden: int = 256, layers: int = 4
 
 def _stream_model(name: str):
     """The toy model when asked for (or shipped), else a small random MMDuet."""
-    from .checkpoint import TOY_DIR, load_model
+    from ..model.checkpoint import TOY_DIR, load_model
 
     if name == "toy" or (name == "auto" and (TOY_DIR / "config.json").exists()):
         return load_model("toy", device="cpu")[0:2] + ("toy",)
@@ -203,7 +203,7 @@ def bench_stream(model_name: str = "auto", frames: int = 120, max_new_tokens: in
     same frames, same policy; also checks they agree."""
     import torch
 
-    from .stream import DuetSession, ResponsePolicy
+    from ..stream import DuetSession, DuetSettings
 
     model, tok, label = _stream_model(model_name)
     torch.manual_seed(1)
@@ -212,13 +212,13 @@ def bench_stream(model_name: str = "auto", frames: int = 120, max_new_tokens: in
         embeds = model.encode_frames(torch.randint(0, 256, (frames, 3, side, side), dtype=torch.uint8))
     rows = []
     for name, kw in STREAM_MODES.items():
-        policy = ResponsePolicy(score_heads=("informative_score",), **kw)
+        policy = DuetSettings(**kw)
         out = {}
         for path, chunk in (("sequential", 1), ("fast", 32)):
             def go(chunk=chunk, policy=policy):
                 s = DuetSession(model, tok, policy, fps=2.0, chunk_frames=chunk, max_new_tokens=max_new_tokens)
                 s.add_user_message("What is happening?", 0.0)
-                s.push_frames(embeds)
+                list(s.push_frames(embeds))
                 return s
             seconds = _median_time(go, repeat)
             out[path] = (seconds, go())
@@ -237,14 +237,13 @@ def _runner_overlap(videos: list[str]) -> dict:
     """Run the benchmark runner over the videos (a random 49-token model, grounding preset at 2 fps) and report
     how much of the decoding was hidden behind inference of the previous video."""
     import tempfile
-    from dataclasses import replace
 
-    from .runner import PRESETS, run_benchmark
+    from ..runner import PRESETS, run_benchmark
 
     model, tok = _random_model(49, hidden=128, layers=2)
     examples = [{"question_id": i, "video": str(Path(v).resolve()), "conversation": [
         {"role": "user", "content": "a red square", "time": 0.0}]} for i, v in enumerate(videos * 2)]
-    config = replace(PRESETS["charades"].config, resolution=None)
+    config = PRESETS["charades"].settings
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_benchmark(model, tok, examples, "/", Path(tmp) / "p.jsonl", config, progress=False)
     return {"examples": len(examples), "decode_s": round(summary.decode_seconds, 3),

@@ -9,8 +9,10 @@ carries `num_frames` and renders as that many frames of `<image>` placeholders. 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+if TYPE_CHECKING:  # transformers is imported where it is used, so reading the constants stays light
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 IMAGE_TOKEN = "<image>"
@@ -101,6 +103,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, frame_num_token
     Used for tiny test models and the toy world (a 152k-token vocabulary would dwarf a toy model).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
 
     specials = [PAD_TOKEN, IM_START, IM_END, IMAGE_TOKEN]
     tok = Tokenizer(models.BPE())

@@ -1,4 +1,4 @@
-"""The toy world: synthetic duet videos small enough to train MMDuet on a CPU, with annotations in every format
+"""The toy world, generated: synthetic duet videos small enough to train MMDuet on a CPU, with annotations in every format
 the package reads.
 
 A video is a sequence of *visits*: a coloured shape (square, circle or triangle) enters from one side, crosses
@@ -18,17 +18,15 @@ Splits use disjoint videos. Everything is a pure function of the seed.
 
 from __future__ import annotations
 
-import json
-import math
 import random
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .data.prompts import DVC_INSTRUCTIONS, GROUNDING_TEMPLATES
-from .video import write_video
+from ..data.prompts import DVC_INSTRUCTIONS, GROUNDING_TEMPLATES
+from ..model.template import DEFAULT_SYSTEM_PROMPT
+from ..video import write_video
 
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (235, 220, 40),
            "white": (240, 240, 240)}
@@ -39,6 +37,7 @@ SIZE = 64  # pixels per side of the written videos
 NATIVE_FPS = 4
 OBJECT = 22  # object size in pixels
 REPLY_SPAN = (0.5, 0.75)  # reply time as a fraction of its span ("0.25_0.5_earlier")
+TOY_FPS = 2.0  # the toy model is trained and evaluated at 2 frames per second
 VISIT_SECONDS = (2.5, 3.0, 3.5, 4.0, 5.0)  # how long a shape takes to cross; short visits give the relevance
 # head many object-versus-query comparisons per second of video, which is what it learns binding from
 
@@ -257,19 +256,6 @@ def train_annotations(videos: list[ToyVideo], rng: random.Random) -> dict:
     return {"dvc": dvc, "magqa": magqa, "grounding": grounding}
 
 
-# ---- the world on disk --------------------------------------------------------------------------------------
-
-WORLD_FORMAT = 2  # bumped when a seed's world changes (2: near-miss flash cards, highlight queries fill a clip)
-SPLITS = {"train": 320, "val": 24, "test": 40, "flash": 480}
-SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2, "flash": 3}  # so any subset of splits comes out the same
-
-
-def _n_visits(rng: random.Random, split: str, index: int) -> int:
-    if split != "train" and index % 10 == 9:
-        return rng.randint(12, 16)  # a few long videos (about a minute)
-    return rng.randint(3, 8)
-
-
 def flash_annotations(videos: list[ToyVideo], rng: random.Random) -> list[dict]:
     """Grounding training rows for flash-card videos: the target shape and one other shape shown."""
     rows = []
@@ -281,218 +267,11 @@ def flash_annotations(videos: list[ToyVideo], rng: random.Random) -> list[dict]:
     return rows
 
 
-def make_toyworld(out: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> dict:
-    """Write videos and annotations under `out`:
-
-        videos/<split>/<name>.mp4, annotations/<split>/{dvc,magqa,grounding,highlight}.json,
-        annotations/<split>/highlight_gold.jsonl, annotations/train/{dvc,magqa,grounding}_train.json,
-        annotations/flash/grounding_train.json (flash cards), datasets.json (the training mixture),
-        world.json (the visits, for teaching and plots)
-    """
-    out = Path(out)
-    sizes = sizes or SPLITS
-    world, counts = {}, {}
-    for split, n in sizes.items():
-        s_index = SPLIT_SEEDS.get(split, len(SPLIT_SEEDS))
-        rng = random.Random(seed * 1000 + s_index)
-        if split == "flash":
-            videos = [sample_flash_video(f"flash{i:03d}", rng) for i in range(n)]
-        else:
-            videos = [sample_video(f"{split}{i:03d}", rng, _n_visits(rng, split, i)) for i in range(n)]
-        for i, v in enumerate(videos):
-            write_toy_video(v, out / "videos" / split / f"{v.name}.mp4", seed * 100000 + s_index * 1000 + i)
-        world[split] = [{**asdict(v), "visits": [asdict(x) for x in v.visits]} for v in videos]
-        ann = out / "annotations" / split
-        ann.mkdir(parents=True, exist_ok=True)
-        counts[split] = {"videos": n, "seconds": round(sum(v.duration for v in videos), 1)}
-        if split == "flash":
-            rows = flash_annotations(videos, rng)
-            (ann / "grounding_train.json").write_text(json.dumps(rows, indent=1))
-            counts[split]["grounding_queries"] = len(rows)
-            continue
-        tests = test_annotations(videos, rng)
-        for kind in ("dvc", "magqa", "grounding", "highlight"):
-            (ann / f"{kind}.json").write_text(json.dumps(tests[kind], indent=1))
-        (ann / "highlight_gold.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tests["qvh_gold"]))
-        if split == "train":
-            train = train_annotations(videos, rng)
-            for kind, data in train.items():
-                (ann / f"{kind}_train.json").write_text(json.dumps(data, indent=1))
-        counts[split]["grounding_queries"] = len(tests["grounding"])
-    if (out / "world.json").exists():  # a subset of splits keeps the others' visits
-        world = {**json.loads((out / "world.json").read_text()), **world}
-    (out / "world.json").write_text(json.dumps({**world, "format": WORLD_FORMAT}))
-    (out / "datasets.json").write_text(json.dumps(toy_mixture(out), indent=1))
-    return counts
-
-
-def ensure_splits(out: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> dict:
-    """Make the splits of `sizes` (default: all) that `out` lacks or holds fewer videos of; keep the rest."""
-    out, sizes = Path(out), sizes or SPLITS
-    known = json.loads((out / "world.json").read_text()) if (out / "world.json").exists() else {}
-    if known and known.get("format") != WORLD_FORMAT:  # an older version's world: remake every split it has
-        sizes = {**{split: len(known[split]) for split in SPLITS if split in known}, **sizes}
-        (out / "world.json").unlink()
-        known = {}
-    missing = {split: n for split, n in sizes.items() if len(known.get(split, [])) < n}
-    return make_toyworld(out, seed, missing) if missing else {}
-
-
-def prepare_toy_benchmark(root: str | Path, test_file: str | Path, seed: int = 0) -> dict:
-    """The benchmark notebooks' toy default: make the toy test split under `root` when `test_file` is missing,
-    and bring a toy world written by an older version up to date; a folder holding other data is left alone."""
-    root = Path(root)
-    if (root / test_file).exists() and not (root / "world.json").exists():
-        return {}
-    return ensure_splits(root, seed, {"test": SPLITS["test"]})
-
-
-def toy_mixture(root: Path | str, fps: float = 2.0, max_num_frames: int = 128) -> list[dict]:
-    """The training mixture in upstream's dataset-config form (spec §4.6), paths relative to `root`; the flash
-    cards join it when they exist."""
-    common = {"video_root": "videos/train", "frame_fps": fps, "max_num_frames": max_num_frames}
-    mixture = [
-        {"class": "DenseVideoCaptioningStreamDataset", "anno_file": "annotations/train/dvc_train.json", **common},
-        {"class": "MAGQAStreamDataset", "anno_file": "annotations/train/magqa_train.json", **common},
-        {"class": "GroundingStreamDataset", "anno_file": "annotations/train/grounding_train.json", **common},
-    ]
-    if (Path(root) / "annotations" / "flash" / "grounding_train.json").exists():
-        mixture.append({"class": "GroundingStreamDataset", "anno_file": "annotations/flash/grounding_train.json",
-                        **common, "video_root": "videos/flash"})
-    return mixture
-
-
 def toy_vocabulary() -> list[str]:
     """Every text the toy model may read or write (its tokenizer is trained on these)."""
-    from .template import DEFAULT_SYSTEM_PROMPT
-
     names = [f"a {c} {s}" for c in COLOURS for s in SHAPES]
     captions = [f"a {c} {s} moves {d}" for c in COLOURS for s in SHAPES for d in DIRECTIONS]
     captions += [f"a {c} {s} turns {n} and moves {d}" for c in COLOURS for n in COLOURS if n != c for s in SHAPES
                  for d in DIRECTIONS]
     prompts = [t % n for t in GROUNDING_TEMPLATES for n in names] + list(DVC_INSTRUCTIONS)
     return [DEFAULT_SYSTEM_PROMPT, MAGQA_QUESTION, *names, *captions, *prompts]
-
-
-def install_samples(world: str | Path, assets: str | Path, seed: int = 0) -> list[Path]:
-    """Copy the toy world's first test video (`sample_toy`) and its first long one (`demo_toy`, the demo's
-    default), each with its visits as JSON, into the package assets."""
-    world, assets = Path(world), Path(assets)
-    tests = json.loads((world / "world.json").read_text())["test"]
-    long_one = next(v for v in tests if len(v["visits"]) >= 10)
-    written = []
-    for stem, video in (("sample_toy", tests[0]), ("demo_toy", long_one)):
-        shutil.copyfile(world / "videos" / "test" / f"{video['name']}.mp4", assets / f"{stem}.mp4")
-        meta = {"video": f"{stem}.mp4", "split": "test", "seed": seed, **video}
-        (assets / f"{stem}.json").write_text(json.dumps(meta, indent=1))
-        written.append(assets / f"{stem}.mp4")
-    return written
-
-
-# ---- evaluating a model on the toy world --------------------------------------------------------------------
-
-TOY_FPS = 2.0  # the toy model is trained and evaluated at 2 frames per second
-TOY_GROUNDING = {"window": 2, "threshold": 0.5}  # the toy table's grounding setting (upstream's Charades script)
-TOY_HIGHLIGHT_WINDOW = 2
-
-
-def toy_presets() -> dict:
-    """Upstream's four benchmark settings at the toy world's frame rate."""
-    from dataclasses import replace
-
-    from .runner import PRESETS
-
-    return {name: replace(p.config, fps=TOY_FPS) for name, p in PRESETS.items()}
-
-
-ORACLE_MATCHES = ("exact", "colour", "shape")
-
-
-def load_split(world: str | Path, split: str) -> list[ToyVideo]:
-    """The split's videos, visits included, from the world's `world.json`."""
-    rows = json.loads((Path(world) / "world.json").read_text())[split]
-    return [ToyVideo(r["name"], r["duration"], [Visit(**v) for v in r["visits"]], r["background"]) for r in rows]
-
-
-def oracle_records(world: str | Path, split: str, kind: str, match: str = "exact") -> list[dict]:
-    """Inference records for the `kind` ("grounding" or "highlight") test file whose relevance score is what
-    a perfect eye reports: the fraction of the queried object's pixels on screen in each frame. With `match`
-    "colour" (or "shape") any object of the query's colour (or shape) counts, which shows what a model
-    that ignores the other attribute can score."""
-    if match not in ORACLE_MATCHES:
-        raise ValueError(f"oracle match {match!r}: expected one of {ORACLE_MATCHES}")
-    videos = {v.name: v for v in load_split(world, split)}
-    records = []
-    for example in json.loads((Path(world) / "annotations" / split / f"{kind}.json").read_text()):
-        video = videos[Path(example["video"]).stem]
-        _, colour, shape = example["query"].split(" ")
-        wanted = {"exact": (colour, shape), "colour": (colour, None), "shape": (None, shape)}[match]
-        debug = []
-        for k in range(math.ceil(example["duration"] * TOY_FPS)):
-            t = k / TOY_FPS
-            score = max((mask.sum() / OBJECT_AREA[v.shape] for v, c, _, _, mask in on_screen(video, t)
-                         if wanted[0] in (None, c) and wanted[1] in (None, v.shape)), default=0.0)
-            debug.append({"time": t, "informative_score": 0.0, "relevance_score": round(float(score), 4)})
-        records.append({"question_id": example["question_id"], "video_duration": example["duration"],
-                        "model_response_list": example["conversation"], "debug_data": debug})
-    return records
-
-
-def evaluate_oracle(world: str | Path, split: str = "test", match: str = "exact") -> dict:
-    """Grounding and highlight numbers of `oracle_records`, with the settings `evaluate_on_toyworld` uses:
-    the ceiling a model can reach on this world's gold, and what ignoring colour or shape costs."""
-    import tempfile
-
-    from .evaluation.grounding import evaluate_grounding
-    from .evaluation.highlight import evaluate_highlight
-
-    ann = Path(world) / "annotations" / split
-    with tempfile.TemporaryDirectory() as tmp:
-        files = {}
-        for kind in ("grounding", "highlight"):
-            files[kind] = Path(tmp) / f"{kind}_oracle.jsonl"
-            files[kind].write_text("".join(json.dumps(r) + "\n" for r in oracle_records(world, split, kind, match)))
-        grounding = evaluate_grounding(files["grounding"], ann / "grounding.json", **TOY_GROUNDING)
-        highlight = evaluate_highlight(files["highlight"], ann / "highlight_gold.jsonl", window=TOY_HIGHLIGHT_WINDOW)
-    return {"grounding_R@0.5": grounding["R@0.5"], "grounding_mIoU": grounding["mIoU"],
-            "highlight_VeryGood_mAP": highlight["HL-min-VeryGood-mAP"],
-            "highlight_VeryGood_Hit1": highlight["HL-min-VeryGood-Hit1"]}
-
-
-def evaluate_on_toyworld(model, tokenizer, world: str | Path, split: str = "test", out_dir: str | Path | None = None,
-                         limit: int | None = None, progress: bool = False) -> dict:
-    """Stream the split's videos with the four benchmark settings and score them; returns the metric table."""
-    import tempfile
-
-    from .evaluation.dvc import evaluate_dvc
-    from .evaluation.grounding import evaluate_grounding
-    from .evaluation.highlight import evaluate_highlight
-    from .evaluation.magqa import evaluate_magqa
-    from .runner import run_benchmark
-
-    world = Path(world)
-    ann, videos = world / "annotations" / split, world / "videos" / split
-    tmp = tempfile.TemporaryDirectory() if out_dir is None else None
-    out = Path(out_dir or tmp.name)
-    presets = toy_presets()
-    runs = {"youcook2": "dvc", "magqa": "magqa", "charades": "grounding", "qvh": "highlight"}
-    preds = {}
-    for preset, kind in runs.items():
-        preds[kind] = out / f"{kind}_pred.jsonl"
-        run_benchmark(model, tokenizer, ann / f"{kind}.json", videos, preds[kind], presets[preset], resume=False,
-                      limit=limit, progress=progress, benchmark=kind)
-    dvc = evaluate_dvc(preds["dvc"], ann / "dvc.json")
-    grounding = evaluate_grounding(preds["grounding"], ann / "grounding.json", sweep=True, **TOY_GROUNDING)
-    highlight = evaluate_highlight(preds["highlight"], ann / "highlight_gold.jsonl", window=TOY_HIGHLIGHT_WINDOW)
-    magqa = evaluate_magqa(preds["magqa"], ann / "magqa.json", judge="offline")
-    table = {"dvc_F1": dvc["F1"], "dvc_CIDEr": dvc["CIDEr"], "dvc_SODA_c": dvc["SODA_c"],
-             "grounding_R@0.5": grounding["R@0.5"], "grounding_mIoU": grounding["mIoU"],
-             "grounding_span_R@0.5": round(grounding["span_iou"]["R@0.5"], 2),
-             "highlight_VeryGood_mAP": highlight["HL-min-VeryGood-mAP"],
-             "highlight_VeryGood_Hit1": highlight["HL-min-VeryGood-Hit1"],
-             "magqa_offline_score": magqa["in_span_score"], "magqa_turns": magqa["turns"],
-             "magqa_dedup_turns": magqa["dedup_turns"]}
-    if tmp is not None:
-        tmp.cleanup()
-    return {"table": table, "dvc": dvc, "grounding": {k: v for k, v in grounding.items() if k != "sweep"},
-            "highlight": highlight, "magqa": magqa}

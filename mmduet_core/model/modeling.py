@@ -26,6 +26,8 @@ from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGener
 from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
+from ..errors import InputError
+
 IGNORE_INDEX = -100
 PoolMode = Literal["bilinear", "average", "max"]
 
@@ -115,6 +117,18 @@ class DuetModel(LlavaOnevisionForConditionalGeneration):
             hidden = tower(pixels, output_hidden_states=True).hidden_states[self.config.vision_feature_layer]
             out.append(self.pool_frame_grid(projector(hidden)))  # (f, 49, D)
         return torch.cat(out)
+
+    def frame_embeddings(self, frames: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
+        """uint8 pixels (F, 3, R, R) are encoded; float embeddings (F, n, D) pass through; anything else is an
+        error naming the shape."""
+        hidden = self.config.text_config.hidden_size
+        if frames.dim() == 4 and frames.dtype == torch.uint8:
+            with torch.no_grad():
+                return self.encode_frames(frames, chunk_size)
+        if frames.dim() != 3 or frames.shape[-1] != hidden or not frames.is_floating_point():
+            raise InputError(f"frames must be uint8 pixels (F, 3, R, R) or float embeddings (F, n, {hidden}), "
+                             f"got {frames.dtype} {tuple(frames.shape)}")
+        return frames
 
     def embed_inputs(self, input_ids: torch.Tensor, frame_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings with every `<image>` position overwritten, in order, by the frame embeddings.
