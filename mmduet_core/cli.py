@@ -306,13 +306,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("bench", help="side-by-side timings in one run, printed as ratios")
-    p.add_argument("what", choices=["stream", "video", "eval"])
-    p.add_argument("--gold", help="eval: Charades-STA gold (default: ../shared or the test subset)")
-    p.add_argument("--videos", nargs="*", help="video: files to decode (default: a synthetic 20 s 360p H.264 video)")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--model", default="auto", help="stream: toy | tiny (49 tokens/frame) | tiny4 (4 tokens/frame) | auto")
+    p.add_argument("what", choices=["stream", "generate", "video", "eval"])
+    p.add_argument("--repeat", type=int, default=1, help="1: each side timed once; N: the fastest of N runs")
+    p.add_argument("--threads", type=int, default=1,
+                   help="stream, generate: torch CPU threads (default 1; more threads than free cores slow every "
+                        "forward on a shared machine)")
+    p.add_argument("--model", default="auto", help="stream, generate: toy | tiny (random, 49 tokens/frame) | "
+                                                   "tiny4 (random, 4 tokens/frame) | auto (stream: toy; generate: tiny)")
     p.add_argument("--frames", type=int, default=120, help="stream: frames in the synthetic stream")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="stream: reply length limit")
+    p.add_argument("--reply-every", type=int, default=10, help="stream: the bench's reply rule, a reply every K frames")
+    p.add_argument("--reply-tokens", type=int, default=20, help="stream: tokens per reply (exactly)")
+    p.add_argument("--context-frames", type=int, nargs="+", default=[4, 32, 64],
+                   help="generate: frames of context before the reply, one row each")
+    p.add_argument("--new-tokens", type=int, default=64, help="generate: tokens decoded per row")
+    p.add_argument("--videos", nargs="*", help="video: files to decode (default: synthetic 640x360 clips, cached)")
+    p.add_argument("--lengths", type=float, nargs="+", default=[20, 120, 600],
+                   help="video: seconds of the synthetic clips (made once, kept in ~/.cache/mmduet/bench)")
+    p.add_argument("--fps", type=float, default=2.0, help="video: sampling rate")
+    p.add_argument("--max-frames", type=int, default=400, help="video: frames kept at most")
+    p.add_argument("--gold", help="eval: Charades-STA gold (default: the shared data checkout, else the test subset)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("infer", help="benchmark inference -> prediction records (JSONL, resumable)")

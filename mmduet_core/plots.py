@@ -8,38 +8,60 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from .evaluation.records import steps_from_record
+from .stream import DuetSettings, StepRecord, policy_trace
+
 INFORMATIVE, RELEVANCE, GOLD = "#1f77b4", "#d62728", "#2ca02c"
 
 
-def score_timeline(record: dict, gold_spans: Sequence[Sequence[float]] = (), threshold: float | None = None,
-                   title: str | None = None, ax=None) -> Figure:
-    """Informative and relevance probability per frame of a prediction record, gold spans shaded, replies as
-    markers on the time axis, the policy threshold as a dashed line."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(9, 2.6))
-    else:
-        fig = ax.figure
-    debug = record.get("debug_data", [])
-    times = [d.get("time", d.get("video_time")) for d in debug]
+def score_timeline(steps: Sequence[StepRecord] | dict, settings: DuetSettings | None = None,
+                   gold_spans: Sequence[Sequence[float]] = (), duration: float | None = None,
+                   title: str | None = None, size: tuple[float, float] = (9, 2.8)) -> Figure:
+    """Both heads' positive probability per frame, a marker at every reply, gold spans shaded, and with
+    `settings` what the reply rule compared: the threshold (sum mode: the running sum against it; z mode: the
+    moving bar; several heads: their summed score). `steps`: a session's steps or a prediction record.
+    Built without pyplot, so any thread may draw it."""
+    if isinstance(steps, dict):
+        title = title or str(steps.get("question_id"))
+        steps = steps_from_record(steps)
+    fig = Figure(figsize=size, dpi=100)
+    ax = fig.add_subplot()
+    times = [s.time for s in steps]
     for span in gold_spans:
         ax.axvspan(span[0], span[1], color=GOLD, alpha=0.15, lw=0)
-    ax.plot(times, [_positive(d["informative_score"]) for d in debug], color=INFORMATIVE, label="informative")
-    ax.plot(times, [_positive(d["relevance_score"]) for d in debug], color=RELEVANCE, label="relevance")
-    if threshold is not None and threshold <= 1:
-        ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"threshold {threshold:g}")
-    replies = [t["time"] for t in record.get("model_response_list", []) if t.get("role") == "assistant"]
-    if replies:
-        ax.plot(replies, [1.03] * len(replies), "v", color="black", ms=5, label="reply", clip_on=False)
     if gold_spans:
         ax.plot([], [], color=GOLD, alpha=0.4, lw=8, label="gold span")
-    ax.set(xlabel="video time (s)", ylabel="probability", ylim=(0, 1.08), title=title or str(record.get("question_id")))
+    ax.plot(times, [s.informative for s in steps], color=INFORMATIVE, lw=1.6, label="informative")
+    ax.plot(times, [s.relevance for s in steps], color=RELEVANCE, lw=1.6, label="relevance")
+    top = 1.0
+    if settings is not None and settings.can_reply:
+        top = _reply_rule(ax, settings, steps, times)
+    replied = [s.time for s in steps if s.reply is not None]
+    if replied:
+        ax.plot(replied, [top * 1.06] * len(replied), "v", color="black", ms=6, label="reply", clip_on=False)
+    ax.set_xlim(0, max(duration or 0.0, times[-1] if times else 0.0, 1.0))
+    ax.set_ylim(0, top * 1.12)
+    ax.set(xlabel="video time (s)", ylabel="score", title=title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.grid(alpha=0.25)
     fig.tight_layout()
     return fig
 
 
-def _positive(value) -> float:
-    return float(value[1] if isinstance(value, list | tuple) else value)
+def _reply_rule(ax, settings: DuetSettings, steps: Sequence[StepRecord], times: list[float]) -> float:
+    """Draw what the reply rule compared at each frame; returns the plot's top."""
+    trace = policy_trace(settings, [(s.informative, s.relevance) for s in steps])
+    top = 1.0
+    if settings.mode == "sum" or len(settings.score_heads) > 1:
+        name = "running sum" if settings.mode == "sum" else "summed score"
+        ax.plot(times, [p.level for p in trace], color="#555555", lw=1, ls=":", label=name)
+        top = max([top, settings.reply_threshold] + [p.level for p in trace])
+    if settings.mode == "z":
+        ax.plot(times, [p.threshold for p in trace], color="grey", ls="--", lw=1,
+                label=f"mean + {settings.reply_threshold:g} sd")
+    else:
+        ax.axhline(settings.reply_threshold, color="grey", ls="--", lw=1, label=f"threshold {settings.reply_threshold:g}")
+    return top
 
 
 def sweep_heatmap(sweep: Sequence[dict], metric: str = "R@0.5", title: str | None = None) -> Figure:

@@ -2,8 +2,14 @@
 
 Upstream decodes every frame with OpenCV and keeps a frame when a clock, advanced by 1 / video_fps per decoded
 frame, reaches the next target time i / fps. `source_indices` computes exactly which source frames that rule
-keeps (float accumulation included); `read_video` then decodes only those frames with decord (PyAV where
-decord is unavailable), so memory is bounded by the selected frames, never the whole video.
+keeps (float accumulation included); `read_video` decodes the video in order with PyAV, converts and resizes
+only those frames, and writes them into one pre-allocated tensor, so memory is the selected frames plus one
+decoded frame, whatever the video's length. (decord is an explicit alternative, `backend="decord"`: the same
+frames, but its reader's buffers grow with the length of the video: about 130 MB above the frames for a
+2-minute 360p clip, against 15 MB for PyAV.)
+
+The clock never invents time: above the video's own frame rate, the video's frames are used at their own times
+(see `source_indices`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,19 +103,29 @@ class Clip:
 
 def source_indices(frame_count: int, video_fps: float, fps: float, max_frames: int | None = None,
                    rule: FrameCountRule = "ceil") -> tuple[np.ndarray, float]:
-    """Indices of the decoded frames upstream keeps, and the sampling fps it used.
+    """Indices of the decoded frames to keep, and the frame rate they are at (frame k is at k / that rate).
 
-    duration = frame_count / video_fps; fps <= 0 spreads `max_frames` over the video; N = ceil (test time) or
-    floor (demo, training) of duration * fps targets at i / fps; a decoded frame is taken for the next target
-    when the clock (sum of 1 / video_fps over earlier frames) is >= the target; at most `max_frames` kept.
+    fps: the requested rate; 0 spreads `max_frames` over the whole video (the rate max_frames / duration).
+
+    * Rate <= the video's: upstream's rule, exactly. duration = frame_count / video_fps; N = ceil (test time) or
+      floor (demo, training) of duration * fps targets at i / fps; a decoded frame is taken for the next target
+      when the clock (sum of 1 / video_fps over earlier frames) is >= the target; at most `max_frames` kept.
+    * Rate above the video's: upstream keeps every frame but labels them at the requested rate, so a 1 fps video
+      read at 2 fps would put its 2 s frame at 1 s. Here every frame is kept at its own time: the indices are
+      the same, the returned rate is the video's.
     """
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps < 0:
+        raise InputError(f"fps must be a finite number >= 0 (0 spreads max_frames over the video), not {fps!r}")
     if video_fps <= 0 or frame_count <= 0:
-        return np.zeros(0, dtype=np.int64), fps
+        return np.zeros(0, dtype=np.int64), float(fps)
     duration = frame_count / video_fps
-    if fps <= 0:
+    if fps == 0:
         if not max_frames:
-            raise ValueError("fps <= 0 needs max_frames (the frames to spread over the video)")
+            raise InputError("fps 0 spreads max_frames over the video, so it needs max_frames, not None")
         fps = max_frames / duration
+    if fps > video_fps:  # more frames asked for than the video has: its own frames at their own times
+        keep = frame_count if max_frames is None else min(frame_count, max_frames)
+        return np.arange(keep, dtype=np.int64), float(video_fps)
     n_targets = math.ceil(duration * fps) if rule == "ceil" else math.floor(duration * fps)
     if max_frames is not None:
         n_targets = min(n_targets, max_frames)
@@ -121,7 +137,7 @@ def source_indices(frame_count: int, video_fps: float, fps: float, max_frames: i
         if clock >= len(taken) / fps:
             taken.append(index)
         clock += step
-    return np.asarray(taken, dtype=np.int64), fps
+    return np.asarray(taken, dtype=np.int64), float(fps)
 
 
 # ---- resize and pad -----------------------------------------------------------------------------------------
@@ -160,14 +176,6 @@ def _check_file(path: Path) -> None:
         raise VideoError(f"{path}: empty file (0 bytes)")
 
 
-def _decord_available() -> bool:
-    try:
-        import decord  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def probe_video(path: str | Path, backend: str = "auto") -> VideoInfo:
     """Frame rate and frame count of a video, without decoding it."""
     return _open(Path(path), _pick_backend(backend))[0]
@@ -196,71 +204,88 @@ def _open(path: Path, backend: str):
 
 
 def _pick_backend(backend: str) -> str:
-    if backend == "auto":
-        return "decord" if _decord_available() else "pyav"
+    if backend == "auto":  # PyAV: flat memory in video length, and no slower than decord reading in order
+        return "pyav"
     if backend not in ("decord", "pyav"):
         raise ValueError(f"unknown video backend {backend!r} (decord, pyav or auto)")
     return backend
 
 
-def _decode_decord(path: Path, indices: np.ndarray, chunk: int, reader=None) -> Iterable[np.ndarray]:
+def _decode_decord(path: Path, indices: np.ndarray, reader=None) -> Iterator[np.ndarray]:
+    """The frames at `indices` (increasing), one (H, W, 3) RGB array at a time, read in order: frames between
+    two kept ones are decoded and skipped, never converted or buffered (a batch read holds decord's buffers)."""
     import decord
 
     vr = reader if reader is not None else decord.VideoReader(str(path), num_threads=0)
-    for start in range(0, len(indices), chunk):
-        yield vr.get_batch(indices[start:start + chunk].tolist()).asnumpy()  # (c, H, W, 3) RGB
+    position = 0  # index of the frame `next()` returns
+    for index in indices.tolist():
+        if index > position:
+            vr.skip_frames(index - position)
+        yield vr.next().asnumpy()
+        position = index + 1
 
 
-def _decode_pyav(path: Path, indices: np.ndarray, chunk: int, reader=None) -> Iterable[np.ndarray]:
+def _decode_pyav(path: Path, indices: np.ndarray, reader=None) -> Iterator[np.ndarray]:
+    """As `_decode_decord`, with PyAV: every frame up to the last kept one is decoded, the kept ones converted."""
     import av
 
-    wanted = set(indices.tolist())
-    batch: list[np.ndarray] = []
+    wanted = iter(indices.tolist())
+    target = next(wanted, None)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        last = int(indices[-1])
         for index, frame in enumerate(container.decode(stream)):
-            if index in wanted:
-                batch.append(frame.to_ndarray(format="rgb24"))
-                if len(batch) == chunk:
-                    yield np.stack(batch)
-                    batch = []
-            if index >= last:
-                break
-    if batch:
-        yield np.stack(batch)
+            if index == target:
+                yield frame.to_ndarray(format="rgb24")
+                target = next(wanted, None)
+                if target is None:
+                    break
+
+
+def _check_fps(path: Path, fps) -> None:
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps < 0:
+        raise InputError(f"{path}: fps must be a finite number > 0, or 0 to spread max_frames over the video; "
+                         f"got {fps!r}")
 
 
 def read_video(path: str | Path, fps: float = 2.0, max_frames: int | None = 400, resolution: int = 384,
-               rule: FrameCountRule = "ceil", keep_original: bool = False, backend: str = "auto",
-               chunk: int = 8) -> Clip:
+               rule: FrameCountRule = "ceil", keep_original: bool = False, backend: str = "auto") -> Clip:
     """Decode the frames upstream would feed the model.
 
-    fps: sampling rate (<= 0: `max_frames` spread over the video). rule: "ceil" frame count (benchmark
-    inference) or "floor" (demo and training). keep_original: also return the decoded frames at their original
-    size (for display). Long videos are truncated at `max_frames`, as upstream.
+    fps: sampling rate; 0 spreads `max_frames` over the whole video. Above the video's own rate, the video's
+    frames are used at their own times and `Clip.fps` is the video's rate (see `source_indices`). rule: "ceil"
+    frame count (benchmark inference) or "floor" (demo and training). keep_original: also return the decoded
+    frames at their original size (for display). Long videos are truncated at `max_frames`, as upstream.
+
+    Memory: the selected frames (T x 3 x R x R bytes, allocated once) plus one decoded frame at a time, whatever
+    the video's length.
     """
     path = Path(path)
+    _check_fps(path, fps)
     backend = _pick_backend(backend)
     info, reader = _open(path, backend)
     if info.fps <= 0 or info.frame_count <= 0:
         raise VideoError(f"{path}: no frames or no frame rate in the container (fps {info.fps}, {info.frame_count} frames)")
+    if fps == 0 and not max_frames:
+        raise InputError(f"{path}: fps 0 spreads max_frames over the video, so it needs max_frames, not {max_frames!r}")
     indices, used_fps = source_indices(info.frame_count, info.fps, fps, max_frames, rule)
     if len(indices) == 0:
         raise VideoError(f"{path}: shorter than one frame interval ({info.duration:.3f} s at {used_fps:g} fps)")
     decode = _decode_decord if backend == "decord" else _decode_pyav
-    frames, originals = [], [] if keep_original else None
+    out = torch.empty(len(indices), 3, resolution, resolution, dtype=torch.uint8)  # (T, 3, R, R), filled in place
+    originals: list[np.ndarray] | None = [] if keep_original else None
+    done = 0
     try:
-        for batch in decode(path, indices, chunk, reader):
-            frames.append(resize_and_pad(torch.from_numpy(batch), resolution))
+        for frame in decode(path, indices, reader):
+            out[done] = resize_and_pad(torch.from_numpy(frame)[None], resolution)[0]
+            done += 1
             if originals is not None:
-                originals.extend(batch)
-    except Exception as exc:  # noqa: BLE001
-        raise VideoError(f"{path}: decoding failed ({type(exc).__name__}: {str(exc).strip()[:160]})") from exc
-    out = torch.cat(frames) if frames else torch.zeros(0, 3, resolution, resolution, dtype=torch.uint8)
-    if out.shape[0] < len(indices):  # truncated file: fewer decodable frames than the header says
-        raise VideoError(f"{path}: truncated, {out.shape[0]} of {len(indices)} selected frames decodable")
+                originals.append(frame)
+    except Exception as exc:  # noqa: BLE001 - a damaged or truncated file: one line naming it
+        raise VideoError(f"{path}: decoding failed after {done} of {len(indices)} selected frames "
+                         f"({type(exc).__name__}: {str(exc).strip()[:160]})") from exc
+    if done < len(indices):  # truncated file: fewer decodable frames than the header says
+        raise VideoError(f"{path}: truncated, {done} of {len(indices)} selected frames decodable")
     return Clip(out, used_fps, info.duration, indices, str(path), originals)
 
 

@@ -21,11 +21,11 @@ from mmduet_core.interactive.demo import (
     chat_html,
     demo_examples,
     png_bytes,
-    score_figure,
     static_html,
 )
 from mmduet_core.interactive.widgets import PAUSE, RESUME, DuetPlayer
 from mmduet_core.model.checkpoint import ASSETS, load_model
+from mmduet_core.plots import score_timeline
 from mmduet_core.stream import HEADS, DuetSession, policy_trace
 from mmduet_core.video import read_video, write_video
 
@@ -154,7 +154,7 @@ def test_score_figure_and_static_page(toy):
                                                        threshold=1.0))
     playback.send_message("What is happening in the video?")
     playback.run()
-    fig = score_figure(playback.steps, playback.settings, playback.duration)
+    fig = score_timeline(playback.steps, playback.settings, duration=playback.duration)
     assert isinstance(fig, Figure)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert {"informative", "relevance", "running sum", "reply"} <= set(labels)

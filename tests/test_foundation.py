@@ -91,3 +91,15 @@ def test_java_major_parsing():
     assert java_major('openjdk version "17.0.15" 2025-04-15') == 17
     assert java_major('java version "1.8.0_392"') == 8
     assert java_major(None) is None
+
+
+def test_readme_usage_example_runs(tmp_path):
+    """The first Python block under "Using the package" runs as written (from the repository root)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Using the package"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    script = tmp_path / "usage.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "load" in code and "push_frames" in code

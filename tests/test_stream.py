@@ -305,3 +305,17 @@ def test_reply_tokens_are_written_into_the_cache_not_copied(model, tok, frames):
     text, fed, _ = s.replier.in_context(s.cache, s.position)
     assert layer.get_seq_length() == length + len(fed) and len(fed) > 2
     assert layer.keys.untyped_storage().data_ptr() == storage
+
+
+def test_a_record_reads_back_as_the_sessions_steps(model, tok, frames):
+    from mmduet_core.evaluation.records import steps_from_record
+
+    s = _session(model, tok, ResponsePolicy("sum", 1.5, remove_assistant_turns=True))
+    s.add_user_message("What is happening?", 0.0)
+    s.add_user_message("Who is there?", 1.2)  # read at the first frame at or after 1.2 s: frame 3 (1.5 s)
+    list(s.push_frames(frames[:8]))
+    back = steps_from_record(s.to_record("q", 4.0))
+    assert [(b.frame_index, b.time, b.reply, b.user_message) for b in back] == \
+        [(a.frame_index, a.time, a.reply, a.user_message) for a in s.steps]
+    assert [b.informative for b in back] == pytest.approx([a.informative for a in s.steps], abs=5e-4)
+    assert any(a.reply for a in s.steps) and s.steps[3].user_message == "Who is there?"

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data.benchmarks import DataError, read_records
 from ..errors import InputError
+from ..stream.record import StepRecord
 
 Coverage = Literal["gold", "predictions"]
 COVERAGES: tuple[str, ...] = ("gold", "predictions")
@@ -124,6 +125,24 @@ def frame_scores(record: dict, key: str = "relevance_score", source: str = "") -
                                   f"(previous {times[-2]})")
         scores.append(_positive(entry[key], f"{where}: debug_data[{k}].{key}"))
     return np.asarray(times), np.asarray(scores)
+
+
+def steps_from_record(record: dict, source: str = "") -> list[StepRecord]:
+    """A prediction record as the session's steps: one per `debug_data` frame (its index and time), each reply
+    on the frame stamped with its time, each message on the first frame at or after its time (where it is read)."""
+    times, informative = frame_scores(record, "informative_score", source)
+    _, relevance = frame_scores(record, "relevance_score", source)
+    steps = [StepRecord(k, float(t), float(i), float(r)) for k, (t, i, r) in enumerate(zip(times, informative, relevance))]
+    for turn in record.get("model_response_list") or []:
+        if not isinstance(turn, dict) or not steps:
+            continue
+        when = float(turn.get("time", -1))
+        k = int(np.searchsorted(times, when - 1e-3))  # records round times to 3 decimals
+        if k < len(steps) and turn.get("role") == "assistant" and abs(times[k] - when) <= 1e-3:
+            steps[k].reply = turn.get("content")
+        elif k < len(steps) and turn.get("role") == "user":
+            steps[k].user_message = turn.get("content")
+    return steps
 
 
 def replies(record: dict, source: str = "") -> list[dict]:

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..errors import InputError
@@ -149,7 +149,8 @@ class Meteor:
         with self.lock:
             self.cache.flush()
             if self._proc is not None:
-                self._proc.stdin.close()
+                with suppress(OSError):  # the process may already be gone
+                    self._proc.stdin.close()
                 self._proc.kill()
                 self._proc.wait()
                 self._proc.stdout.close()

@@ -27,8 +27,8 @@ from matplotlib.figure import Figure
 
 from ..errors import InputError
 from ..model.checkpoint import ASSETS
-from ..plots import INFORMATIVE, RELEVANCE
-from ..stream import HEADS, MODES, DuetSession, DuetSettings, StepRecord, policy_trace
+from ..plots import INFORMATIVE, RELEVANCE, score_timeline
+from ..stream import HEADS, MODES, DuetSession, DuetSettings, StepRecord
 from ..video import Clip, read_video
 
 DEMO_MAX_FRAMES = 400  # upstream's demo loader cap
@@ -197,40 +197,6 @@ def png_bytes(image: np.ndarray | Figure, max_side: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def score_figure(steps: Sequence[StepRecord], policy: DuetSettings, duration: float | None = None,
-                 size: tuple[float, float] = (6.4, 2.8)) -> Figure:
-    """Informative and relevance probability per frame, the policy's threshold (sum mode: the running sum against
-    it), and a marker at every frame where the model replied. Built without pyplot (safe in any thread)."""
-
-    fig = Figure(figsize=size, dpi=100)
-    ax = fig.add_subplot()
-    times = [s.time for s in steps]
-    ax.plot(times, [s.informative for s in steps], color=INFORMATIVE, lw=1.6, label="informative")
-    ax.plot(times, [s.relevance for s in steps], color=RELEVANCE, lw=1.6, label="relevance")
-    trace = policy_trace(policy, [(s.informative, s.relevance) for s in steps])
-    top = 1.0
-    if policy.mode == "sum" or len(policy.score_heads) > 1:
-        name = "running sum" if policy.mode == "sum" else "summed score"
-        ax.plot(times, [p.level for p in trace], color="#555555", lw=1, ls=":", label=name)
-        top = max([top, policy.reply_threshold] + [p.level for p in trace])
-    if policy.mode == "z":
-        ax.plot(times, [p.threshold for p in trace], color="grey", ls="--", lw=1,
-                label=f"mean + {policy.reply_threshold:g} sd")
-    elif policy.can_reply:
-        ax.axhline(policy.reply_threshold, color="grey", ls="--", lw=1, label=f"threshold {policy.reply_threshold:g}")
-    fired = [s.time for s, p in zip(steps, trace, strict=True) if p.fired]
-    if fired:
-        ax.plot(fired, [top * 1.06] * len(fired), "v", color="black", ms=6, label="reply", clip_on=False)
-    ax.set_xlim(0, max(duration or 0.0, times[-1] if times else 0.0, 1.0))
-    ax.set_ylim(0, top * 1.12)
-    ax.set_xlabel("video time (s)")
-    ax.set_ylabel("score")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    ax.grid(alpha=0.25)
-    fig.tight_layout()
-    return fig
-
-
 CHAT_STYLE = (
     "font-family:sans-serif;font-size:13px;height:100%;overflow-y:auto;padding:6px;background:#fafafa;"
     "border:1px solid #ddd;border-radius:6px;box-sizing:border-box")
@@ -271,7 +237,8 @@ def static_html(playback: DuetPlayback, frames_shown: int = 6) -> str:
     """A finished (or paused) session as self-contained HTML: settings, score plot, frames at the replies,
     chat log. What exported reports show where widgets cannot run."""
     settings = playback.settings.describe()
-    plot = _img_tag(png_bytes(score_figure(playback.steps, playback.settings, playback.duration, (8, 2.8))),
+    plot = _img_tag(png_bytes(score_timeline(playback.steps, playback.settings, duration=playback.duration,
+                                             size=(8, 2.8))),
                     "scores over time", "max-width:100%")
     picks = sorted({s.frame_index for s in playback.steps if s.reply is not None})[:frames_shown] or [0]
     strip = "".join(

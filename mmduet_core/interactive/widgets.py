@@ -23,6 +23,7 @@ from pathlib import Path
 
 import ipywidgets as w
 
+from ..plots import score_timeline
 from ..stream import MODES, DuetSettings, StepRecord
 from .demo import (
     DEMO_SETTINGS,
@@ -30,7 +31,6 @@ from .demo import (
     DuetPlayback,
     chat_html,
     png_bytes,
-    score_figure,
     static_html,
     status_html,
 )
@@ -277,7 +277,7 @@ class DuetPlayer(w.VBox):
         if pb is None:
             return
         self.frame_image.value = png_bytes(pb.current_frame(), max_side=480)
-        fig = score_figure(pb.steps, pb.settings, pb.duration)
+        fig = score_timeline(pb.steps, pb.settings, duration=pb.duration, size=(6.4, 2.8))
         self.plot.value = png_bytes(fig)
 
     def to_static(self) -> str:

@@ -1,7 +1,17 @@
 """The model: `DuetModel` (LLaVA-OneVision plus two heads and a streaming frame encoder, modeling.py), loading
-every published checkpoint layout (checkpoint.py), and the duet chat template (template.py)."""
+every published checkpoint layout (checkpoint.py), and the duet chat template (template.py). Names are loaded
+on first use, so reading the template's constants does not import torch."""
 
-from .checkpoint import LoadReport, load_model, save_model
-from .modeling import IGNORE_INDEX, DuetModel, DuetOutput, positive_probability
+_EXPORTS = {
+    "DuetModel": "modeling", "DuetOutput": "modeling", "IGNORE_INDEX": "modeling", "positive_probability": "modeling",
+    "LoadReport": "checkpoint", "load_model": "checkpoint", "save_model": "checkpoint",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["IGNORE_INDEX", "DuetModel", "DuetOutput", "LoadReport", "load_model", "positive_probability", "save_model"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -544,16 +544,38 @@ def pick_attn_implementation(device: str | torch.device) -> str:
     return "sdpa"
 
 
-def _pick_device(device: str) -> str:
-    if device == "auto":
+def resolve_device(device: str | torch.device = "auto") -> str:
+    """"auto" -> "cuda" when a GPU is visible, else "cpu"; any other name must be a device this machine has
+    (cpu, cuda, cuda:N, mps), else an `InputError` saying which exist. Checked before anything is loaded."""
+    if str(device) == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"device {str(device)!r}: not a device name (auto, cpu, cuda, cuda:N, mps)") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"device {str(device)!r}: no CUDA GPU is visible here (use cpu or auto)")
+        if parsed.index is not None and parsed.index >= count:
+            raise InputError(f"device {str(device)!r}: only {count} CUDA GPU{'s' if count != 1 else ''} visible "
+                             f"(cuda:0 to cuda:{count - 1})")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {str(device)!r}: MPS is not available here (use cpu or auto)")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {str(device)!r}: this package runs on cpu, cuda or mps")
+    return str(parsed)
 
 
-def _pick_dtype(dtype: Dtype, device: str) -> torch.dtype:
+def resolve_dtype(dtype: Dtype, device: str) -> torch.dtype:
+    """"auto" -> bfloat16 on CUDA, float32 elsewhere; otherwise the named dtype."""
     if dtype == "auto":
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+    names = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if dtype not in names:
+        raise InputError(f"dtype {dtype!r}: one of auto, {', '.join(names)}")
+    return names[dtype]
+
 
 
 def _base_folder(model: str | Path, download: bool) -> Path:
@@ -587,8 +609,8 @@ def load_model(model: str | Path = "toy", adapter: str | Path | None = None, dty
     dtype: "auto" = bf16 on CUDA, fp32 on CPU. download: allow fetching from the hub (off by default).
     Raises `InputError` (or a subclass) naming the tensors when a checkpoint does not fill the model exactly.
     """
-    device = _pick_device(device)
-    torch_dtype = _pick_dtype(dtype, device)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
     attn = attn_implementation or pick_attn_implementation(device)
     folder = _base_folder(model, download)
     config = _read_base_config(folder)

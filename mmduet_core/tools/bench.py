@@ -1,40 +1,72 @@
-"""`mmduet bench {stream,video,eval}`: two approaches timed on the same input in one run, reported as a ratio.
+"""`mmduet bench {stream,generate,video,eval}`: two approaches timed on the same input in one run, as a ratio.
 
-Timings are wall-clock medians over `--repeat` runs; they are for comparing the two sides of one run, not
-across machines.
+Each side is timed once (`repeat=1`), or `repeat` times keeping the fastest run (the output says which), with
+`time.perf_counter` through `timeit`. Torch's CPU threads are set explicitly and reported. The numbers compare the
+two sides of one run; they are not for comparing machines.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
+import os
 import subprocess
 import sys
 import time
+import timeit
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-SHARED_CHARADES = Path("../shared/data/charades_sta/charades_test.json")
+from ..stream.policy import PolicyState
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout (tests/ and ../shared live beside the package)
+CHARADES_SHARED = "data/charades_sta/charades_test.json"
+CHARADES_FIXTURE = REPO / "tests" / "fixtures" / "gold" / "charades_test_subset.json"
+CLIP_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmduet" / "bench"
 
 
-def _median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(max(repeat, 1)):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def charades_gold() -> Path:
+    """Charades-STA gold for `bench eval`: the full test file from the shared data checkout (`$MMDUET_SHARED`, or
+    `shared/` beside the repository) when present, else the subset shipped with the tests."""
+    shared = Path(os.environ.get("MMDUET_SHARED", REPO.parent / "shared")) / CHARADES_SHARED
+    return shared if shared.exists() else CHARADES_FIXTURE
+
+
+def timed(fn, repeat: int = 1) -> tuple[float, object]:
+    """(seconds, result) of `fn()`: one run, or the fastest of `repeat` runs (with the last run's result)."""
+    results = []
+    seconds = timeit.repeat(lambda: results.append(fn()), number=1, repeat=max(repeat, 1))
+    return min(seconds), results[-1]
+
+
+def timing_note(repeat: int) -> str:
+    return "each side timed once" if repeat <= 1 else f"each side: the fastest of {repeat} runs"
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's CPU threads (None: leave them) and return the number in use."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def machine() -> dict:
+    """Cores and load average, so a reader can judge the timings."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {"cpu_cores": os.cpu_count(), "load_average_1_5_15_min": [round(x, 2) for x in load]}
 
 
 # ---- eval ---------------------------------------------------------------------------------------------------
 
-def bench_eval(gold: str | Path | None = None, repeat: int = 3, seed: int = 0) -> dict:
+def bench_eval(gold: str | Path | None = None, repeat: int = 1, seed: int = 0) -> dict:
     """Vectorised grounding sweep vs the per-query loop, on Charades-STA gold with seeded random scores."""
     from ..data.convert import convert_charades
     from ..evaluation.grounding import THRESHOLDS, WINDOWS, frame_iou_loop, frame_ious, gold_mask, pad_series
 
-    gold = Path(gold) if gold else SHARED_CHARADES
+    gold = Path(gold) if gold else charades_gold()
     if not gold.exists():
         raise FileNotFoundError(f"{gold}: Charades-STA gold not found; pass --gold charades_test.json")
     examples = convert_charades(gold)
@@ -53,15 +85,14 @@ def bench_eval(gold: str | Path | None = None, repeat: int = 3, seed: int = 0) -
         return [[[frame_iou_loop(t, s, sp, w, th) for t, s, sp in zip(times, scores, spans, strict=True)]
                  for th in thresholds] for w in windows]
 
-    vec_time = _median_time(lambda: frame_ious(s_pad, lengths, gmask, windows, thresholds), repeat)
-    loop_time = _median_time(loop, 1)
-    same = np.allclose(np.asarray(loop()), frame_ious(s_pad, lengths, gmask, windows, thresholds))
-    full_time = _median_time(lambda: frame_ious(s_pad, lengths, gmask, WINDOWS, THRESHOLDS), repeat)
-    return {"benchmark": "eval", "queries": len(examples), "grid_compared": f"{len(windows)} windows x {len(thresholds)} thresholds",
+    vec_time, vec = timed(lambda: frame_ious(s_pad, lengths, gmask, windows, thresholds), repeat)
+    loop_time, looped = timed(loop, repeat)
+    full_time, _ = timed(lambda: frame_ious(s_pad, lengths, gmask, WINDOWS, THRESHOLDS), repeat)
+    return {"benchmark": "eval", "gold": str(gold), "queries": len(examples), "timing": timing_note(repeat),
+            "grid_compared": f"{len(windows)} windows x {len(thresholds)} thresholds",
             "loop_s": round(loop_time, 3), "vectorised_s": round(vec_time, 4), "ratio": round(loop_time / vec_time, 1),
-            "identical_ious": bool(same), "full_sweep_vectorised_s": round(full_time, 3),
-            "full_sweep": f"{len(WINDOWS)} windows x {len(THRESHOLDS)} thresholds",
-            "goal": "ratio >= 20"}
+            "identical_ious": bool(np.allclose(np.asarray(looped), vec)), "full_sweep_vectorised_s": round(full_time, 3),
+            "full_sweep": f"{len(WINDOWS)} windows x {len(THRESHOLDS)} thresholds", "goal": "ratio >= 20"}
 
 
 # ---- video --------------------------------------------------------------------------------------------------
@@ -83,92 +114,90 @@ def synthetic_video(path: str | Path, frames: int, height: int = 360, width: int
     return write_video(path, (frame(i) for i in range(frames)), fps)
 
 
-_DECODE_SNIPPET = r"""
-import json, resource, sys, time
-import numpy as np
-mode, path, fps = sys.argv[1], sys.argv[2], float(sys.argv[3])
-if mode == "ours":
-    from mmduet_core.video import read_video
-else:
-    import math, cv2
-def rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-baseline = rss_mb()
-start = time.perf_counter()
-if mode == "ours":
-    clip = read_video(path, fps=fps, max_frames=None, resolution=384)
-    frames, indices = clip.frames.numpy(), clip.source_indices
-else:
-    cap = cv2.VideoCapture(path)
-    vfps = cap.get(cv2.CAP_PROP_FPS); n = math.ceil(cap.get(cv2.CAP_PROP_FRAME_COUNT) / vfps * fps)
-    out, indices, clock, i = [], [], 0.0, 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if len(out) < n and clock >= len(out) / fps:
-            h, w = frame.shape[:2]
-            if w > h: nw, nh = 384, int(h / w * 384)
-            else: nh, nw = 384, int(w / h * 384)
-            if (h, w) != (384, 384):
-                frame = cv2.resize(frame, (nw, nh))
-                t, l = (384 - nh) // 2, (384 - nw) // 2
-                frame = cv2.copyMakeBorder(frame, t, 384 - nh - t, l, 384 - nw - l, cv2.BORDER_CONSTANT, value=0)
-            out.append(frame[:, :, ::-1].transpose(2, 0, 1)); indices.append(i)
-        clock += 1 / vfps; i += 1
-    frames = np.stack(out)
-elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "frames": int(len(frames)), "indices": [int(x) for x in indices],
-                  "checksum": int(frames.sum(dtype=np.int64)),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "baseline_rss_mb": baseline}))
-"""
+def bench_clip(seconds: float, cache: str | Path = CLIP_CACHE) -> Path:
+    """The synthetic 640 x 360, 30 fps clip of `seconds` for `bench video`, made once and kept in `cache`
+    (a 10-minute clip takes several minutes to encode and about 600 MB)."""
+    path = Path(cache) / f"synthetic_{seconds:g}s_640x360_30fps.mp4"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.mp4")
+        synthetic_video(partial, round(seconds * 30))
+        os.replace(partial, path)  # an interrupted encode is never mistaken for a finished clip
+    return path
 
 
-def _decode_in_subprocess(mode: str, path: str, fps: float) -> dict:
-    out = subprocess.run([sys.executable, "-c", _DECODE_SNIPPET, mode, path, str(fps)], capture_output=True,
-                         text=True, check=True)
+def decode_in_subprocess(mode: str, path: str | Path, fps: float, max_frames: int) -> dict:
+    """One decode (`ours` or `upstream`) in a fresh process (`python -m mmduet_core.tools.decode_probe`), so
+    its peak memory is its own."""
+    out = subprocess.run([sys.executable, "-m", "mmduet_core.tools.decode_probe", mode, str(path), str(fps),
+                          str(max_frames)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_video(videos: list[str] | None = None, repeat: int = 3) -> dict:
-    """Our loader (decode only the kept frames) vs upstream's (OpenCV decodes every frame), each in a fresh
-    process so peak memory is its own, at 0.5 and 2 fps on the same files."""
+def bench_video(videos: list[str] | None = None, lengths: tuple[float, ...] = (20, 120, 600), fps: float = 2.0,
+                max_frames: int = 400, repeat: int = 1, runner: bool = True) -> dict:
+    """Our loader (PyAV in order, only the kept frames converted, written into one pre-allocated tensor) vs
+    upstream's (OpenCV decodes every frame and stacks the kept ones), each in a fresh process, on the same files.
+
+    videos: files to decode; default: synthetic 640 x 360 clips of `lengths` seconds (cached). Memory is the peak
+    resident memory above the process's imports; the goal is at most 1.5 x the selected frames + 64 MB.
+    """
     import importlib.util
 
     if importlib.util.find_spec("cv2") is None:
         raise RuntimeError("bench video compares against OpenCV: pip install opencv-python-headless")
-    if not videos:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:  # a 20 s 640 x 360 30 fps H.264 video
-            return bench_video([str(synthetic_video(Path(tmp) / "synthetic_360p.mp4", 600))], repeat)
+    paths = [Path(v) for v in videos] if videos else [bench_clip(s) for s in lengths]
     rows = []
-    for path in videos:
-        for fps in (0.5, 2.0):
-            runs = {mode: [_decode_in_subprocess(mode, path, fps) for _ in range(max(repeat, 1))]
-                    for mode in ("ours", "upstream")}
-            ours = min(runs["ours"], key=lambda r: r["seconds"])
-            up = min(runs["upstream"], key=lambda r: r["seconds"])
-            rows.append({"video": Path(path).name, "fps": fps, "frames": ours["frames"],
-                         "ours_frames_per_s": round(ours["frames"] / ours["seconds"], 1),
-                         "upstream_frames_per_s": round(up["frames"] / up["seconds"], 1),
-                         "ratio": round(up["seconds"] / ours["seconds"], 2),
-                         "same_frames": ours["indices"] == up["indices"],
-                         "ours_peak_mb_above_imports": round(ours["peak_rss_mb"] - ours["baseline_rss_mb"], 1),
-                         "upstream_peak_mb_above_imports": round(up["peak_rss_mb"] - up["baseline_rss_mb"], 1),
-                         "selected_frames_mb": round(ours["frames"] * 3 * 384 * 384 / 2**20, 1)})
-    return {"benchmark": "video", "rows": rows, "runner_overlap": _runner_overlap(videos), "note": "imports happen before the clock; memory is peak RSS minus RSS after imports"}
+    for path in paths:
+        runs = {mode: [decode_in_subprocess(mode, path, fps, max_frames) for _ in range(max(repeat, 1))]
+                for mode in ("ours", "upstream")}
+        ours, up = (min(runs[m], key=lambda r: r["seconds"]) for m in ("ours", "upstream"))
+        peak = max(r["peak_mb_above_imports"] for r in runs["ours"])
+        selected = ours["frames_mb"]
+        from ..video import probe_video
+
+        info = probe_video(path)
+        rows.append({"video": path.name, "video_s": round(info.duration, 1), "fps": fps, "frames": ours["frames"],
+                     "ours_frames_per_s": round(ours["frames"] / ours["seconds"], 1),
+                     "upstream_frames_per_s": round(up["frames"] / up["seconds"], 1),
+                     "ratio": round(up["seconds"] / ours["seconds"], 2),
+                     "same_frames": ours["indices"] == up["indices"],
+                     "selected_frames_mb": round(selected, 1),
+                     "ours_peak_mb_above_imports": round(peak, 1),
+                     "upstream_peak_mb_above_imports": round(max(r["peak_mb_above_imports"] for r in runs["upstream"]), 1),
+                     "ours_peak_over_frames": round(peak / selected, 2),
+                     "memory_bound_mb": round(1.5 * selected + 64, 1), "within_bound": peak <= 1.5 * selected + 64})
+    out = {"benchmark": "video", "timing": timing_note(repeat), "machine": machine(), "rows": rows,
+           "note": f"{fps:g} fps, at most {max_frames} frames, 384 px; imports happen before the clock; memory is "
+                   "peak RSS above the RSS after imports; goal: ours ratio >= 1 with the same frames, peak <= 1.5 x "
+                   "selected frames + 64 MB"}
+    if runner:
+        out["runner_overlap"] = _runner_overlap([str(min(paths, key=lambda p: p.stat().st_size))])
+    return out
 
 
 # ---- stream -------------------------------------------------------------------------------------------------
 
 STREAM_MODES = {
     "grounding (never replies)": dict(mode="never"),
-    "rm-ass-turns sum 2.0": dict(mode="sum", reply_threshold=2.0, remove_assistant_turns=True),
-    "kept replies prob 0.5": dict(mode="prob", reply_threshold=0.5),
+    "removed replies (sum mode)": dict(mode="sum", remove_assistant_turns=True),
+    "kept replies (prob mode)": dict(mode="prob"),
 }
+
+
+@dataclass
+class EveryKthFrame(PolicyState):
+    """A reply rule for benchmarks only: reply on frames k-1, 2k-1, ... whatever the scores, so both paths do the
+    same, stated amount of reply work (random heads would fire on almost every frame)."""
+
+    every: int = 10
+
+    def decide(self, informative: float, relevance: float) -> bool:
+        self.frames_seen += 1
+        return self.frames_seen % self.every == 0
+
+    def copy(self) -> EveryKthFrame:
+        return replace(self, scores=list(self.scores))
 
 
 def _random_model(tokens_per_frame: int = 49, hidden: int = 256, layers: int = 4):
@@ -187,50 +216,149 @@ def _random_model(tokens_per_frame: int = 49, hidden: int = 256, layers: int = 4
     return DuetModel(config).eval(), tok
 
 
-def _stream_model(name: str):
-    """The toy model when asked for (or shipped), else a small random MMDuet."""
+def stream_model(name: str):
+    """(model, tokenizer, label): the shipped toy model ("toy", or "auto" when shipped), else a random tiny MMDuet
+    with 49 tokens per frame ("tiny") or 4 ("tiny4")."""
     from ..model.checkpoint import TOY_DIR, load_model
 
     if name == "toy" or (name == "auto" and (TOY_DIR / "config.json").exists()):
-        return load_model("toy", device="cpu")[0:2] + ("toy",)
+        model, tok = load_model("toy", device="cpu")[0:2]
+        return model, tok, f"toy (shipped, {model.frame_num_tokens} tokens per frame)"
     tokens = 4 if name == "tiny4" else 49
     model, tok = _random_model(tokens)
     return model, tok, f"random tiny (hidden 256, 4 layers, {tokens} tokens per frame)"
 
 
-def bench_stream(model_name: str = "auto", frames: int = 120, max_new_tokens: int = 200, repeat: int = 1) -> dict:
-    """Frames per second of the sequential loop (one forward per frame) and the exact fast path, same model,
-    same frames, same policy; also checks they agree."""
+def _frame_embeddings(model, frames: int, seed: int = 1):
     import torch
 
-    from ..stream import DuetSession, DuetSettings
-
-    model, tok, label = _stream_model(model_name)
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     side = model.config.vision_config.image_size
     with torch.no_grad():
-        embeds = model.encode_frames(torch.randint(0, 256, (frames, 3, side, side), dtype=torch.uint8))
+        return model.encode_frames(torch.randint(0, 256, (frames, 3, side, side), dtype=torch.uint8))
+
+
+def _stream_once(model, tok, settings, embeds, every: int):
+    """One session over all frames with the bench reply rule; replies are exactly `max_new_tokens` long (the
+    end-of-turn token does not stop them), so every reply costs the same on both paths."""
+    from ..stream import DuetSession
+
+    session = DuetSession(model, tok, settings, fps=2.0)
+    if settings.can_reply:
+        session.policy = EveryKthFrame(session.settings, every=every)
+    session.replier.eos_id = -1
+    session.add_user_message("What is happening?", 0.0)
+    list(session.push_frames(embeds))
+    return session
+
+
+def prefill_floor(model, embeds, repeat: int = 1) -> float:
+    """Seconds of one forward over all frames at once (no replies, no per-frame work): the compute floor."""
+    import torch
+
+    from ..stream.cache import DuetCache
+    from ..stream.decode import forward
+
+    flat = embeds.reshape(1, -1, embeds.shape[-1]).to(model.dtype)  # (1, F * n, D)
+    with torch.no_grad():
+        return timed(lambda: forward(model, flat, DuetCache(), 0), repeat)[0]
+
+
+def bench_stream(model_name: str = "auto", frames: int = 120, reply_every: int = 10, reply_tokens: int = 20,
+                 repeat: int = 1, threads: int | None = 1, fast_chunk: int = 32) -> dict:
+    """Frames per second of the sequential loop (`chunk_frames=1`, one forward per frame, as upstream) and the
+    fast path (`chunk_frames=32`), same model, same frames, same reply rule, in three modes; checks they agree.
+
+    The reply rule is the benchmark's own (`EveryKthFrame`): a reply every `reply_every` frames, each exactly
+    `reply_tokens` tokens. The compute floor is one forward over all frames.
+    """
+    from ..stream import DuetSettings
+
+    started = time.perf_counter()
+    threads = set_threads(threads)
+    model, tok, label = stream_model(model_name)
+    embeds = _frame_embeddings(model, frames)
+    floor = prefill_floor(model, embeds, repeat)
     rows = []
     for name, kw in STREAM_MODES.items():
-        policy = DuetSettings(**kw)
-        out = {}
-        for path, chunk in (("sequential", 1), ("fast", 32)):
-            def go(chunk=chunk, policy=policy):
-                s = DuetSession(model, tok, policy, fps=2.0, chunk_frames=chunk, max_new_tokens=max_new_tokens)
-                s.add_user_message("What is happening?", 0.0)
-                list(s.push_frames(embeds))
-                return s
-            seconds = _median_time(go, repeat)
-            out[path] = (seconds, go())
-        (t_seq, s_seq), (t_fast, s_fast) = out["sequential"], out["fast"]
-        diff = max(abs(a.informative - b.informative) for a, b in zip(s_seq.steps, s_fast.steps, strict=True))
-        replies = [(r["time"], r["content"]) for r in s_seq.responses]
-        rows.append({"mode": name, "frames": frames, "replies": sum(1 for r in replies if r[1]) - 1,
+        runs = {}
+        for path, chunk in (("sequential", 1), ("fast", fast_chunk)):
+            settings = DuetSettings(max_new_tokens=reply_tokens, chunk_frames=chunk, **kw)
+            runs[path] = timed(lambda s=settings: _stream_once(model, tok, s, embeds, reply_every), repeat)
+        (t_seq, seq), (t_fast, fast) = runs["sequential"], runs["fast"]
+        diff = max(max(abs(a.informative - b.informative), abs(a.relevance - b.relevance))
+                   for a, b in zip(seq.steps, fast.steps, strict=True))
+        replies = [(r["time"], r["content"]) for r in seq.responses if r["role"] == "assistant"]
+        rows.append({"mode": name, "frames": frames, "replies": len(replies),
                      "sequential_frames_per_s": round(frames / t_seq, 1), "fast_frames_per_s": round(frames / t_fast, 1),
-                     "ratio": round(t_seq / t_fast, 2), "max_prob_diff": float(diff),
-                     "same_replies": replies == [(r["time"], r["content"]) for r in s_fast.responses]})
-    return {"benchmark": "stream", "model": label, "device": "cpu", "max_new_tokens": max_new_tokens, "rows": rows,
-            "goals": "ratio >= 10 in grounding mode, >= 3 in rm-ass-turns sum mode"}
+                     "ratio": round(t_seq / t_fast, 2), "fast_over_floor": round(t_fast / floor, 2),
+                     "max_prob_diff": float(diff),
+                     "same_replies": replies == [(r["time"], r["content"]) for r in fast.responses
+                                                 if r["role"] == "assistant"]})
+    return {"benchmark": "stream", "model": label, "tokens_per_frame": int(embeds.shape[1]), "device": "cpu",
+            "torch_threads": threads, "machine": machine(), "timing": timing_note(repeat),
+            "reply_rule": f"bench only: a reply every {reply_every} frames (frames {reply_every - 1}, "
+                          f"{2 * reply_every - 1}, ...), whatever the scores",
+            "reply_tokens": f"exactly {reply_tokens} per reply (end of turn does not stop them)",
+            "paths": f"sequential: chunk_frames=1; fast: chunk_frames={fast_chunk}",
+            "floor_frames_per_s": round(frames / floor, 1),
+            "floor": "one forward over all frames (no per-frame work, no replies); fast_over_floor = fast time / floor",
+            "rows": rows, "wall_s": round(time.perf_counter() - started, 1)}
+
+
+# ---- generation ---------------------------------------------------------------------------------------------
+
+def _generate_pair(model, tok, embeds, new_tokens: int, repeat: int) -> dict:
+    """Greedy decoding of `new_tokens` after the context `embeds` (1, T, D): ours on a `DuetCache` vs
+    transformers' `generate` on a `DynamicCache` holding the same prefilled context."""
+    import copy
+
+    import torch
+    from transformers import DynamicCache, GenerationConfig
+
+    from ..stream.cache import DuetCache
+    from ..stream.context import PromptIds
+    from ..stream.decode import forward, greedy_decode
+
+    prompt = PromptIds.build(tok, "").generate
+    with torch.no_grad():
+        ours_cache = DuetCache()
+        forward(model, embeds, ours_cache, 0)
+        theirs_cache = model(inputs_embeds=embeds, cache=DynamicCache(config=model.config.text_config),
+                             use_cache=True, logits_to_keep=1).cache
+    length = ours_cache.length
+    # the context's ids are never read (the cache holds it); only the prompt after it is fed
+    ids = torch.tensor([[tok.pad_token_id or 0] * length + prompt])
+    config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
+                              pad_token_id=tok.pad_token_id or 0)
+    # fresh copies per run, made outside the clock (both decoders write into their cache)
+    ours_copies = [ours_cache.fork(length) for _ in range(max(repeat, 1))]
+    theirs_copies = [copy.deepcopy(theirs_cache) for _ in range(max(repeat, 1))]
+    with torch.no_grad():
+        t_ours, ours = timed(lambda: greedy_decode(model, ours_copies.pop(), [(length, length)], prompt, -1,
+                                                   new_tokens)[0], repeat)
+        t_hf, hf = timed(lambda: model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                                cache=theirs_copies.pop(), generation_config=config), repeat)
+    hf = hf[0, ids.shape[1]:].tolist()
+    return {"context_tokens": length, "new_tokens": new_tokens, "ours_tokens_per_s": round(new_tokens / t_ours, 1),
+            "transformers_tokens_per_s": round(new_tokens / t_hf, 1), "ratio": round(t_hf / t_ours, 2),
+            "identical_tokens": ours == hf}
+
+
+def bench_generate(model_name: str = "tiny", context_frames: tuple[int, ...] = (4, 32, 64), new_tokens: int = 64,
+                   repeat: int = 1, threads: int | None = 1) -> dict:
+    """Reply generation in tokens/s: our loop on the pre-allocated `DuetCache` (tokens written in place) against
+    transformers' `generate` (a `DynamicCache` grown by concatenation), same model, same context, same run."""
+    started = time.perf_counter()
+    threads = set_threads(threads)
+    model, tok, label = stream_model(model_name)
+    embeds = _frame_embeddings(model, max(context_frames))
+    rows = [{"context_frames": n, **_generate_pair(model, tok, embeds[:n].reshape(1, -1, embeds.shape[-1]),
+                                                   new_tokens, repeat)} for n in context_frames]
+    return {"benchmark": "generate", "model": label, "device": "cpu", "torch_threads": threads, "machine": machine(),
+            "timing": timing_note(repeat), "decoding": "greedy, no end-of-turn stop (every row decodes new_tokens)",
+            "rows": rows, "goal": "ratio (ours / transformers tokens per s) >= 1.0 with identical tokens",
+            "wall_s": round(time.perf_counter() - started, 1)}
 
 
 def _runner_overlap(videos: list[str]) -> dict:
@@ -252,8 +380,12 @@ def _runner_overlap(videos: list[str]) -> dict:
 
 
 def run(what: str, args) -> dict:
+    """The `mmduet bench` command."""
     if what == "eval":
         return bench_eval(args.gold, args.repeat)
     if what == "video":
-        return bench_video(args.videos, args.repeat)
-    return bench_stream(args.model, args.frames, args.max_new_tokens, args.repeat)
+        return bench_video(args.videos, tuple(args.lengths), args.fps, args.max_frames, args.repeat)
+    if what == "generate":
+        return bench_generate(args.model if args.model != "auto" else "tiny", tuple(args.context_frames),
+                              args.new_tokens, args.repeat, args.threads)
+    return bench_stream(args.model, args.frames, args.reply_every, args.reply_tokens, args.repeat, args.threads)

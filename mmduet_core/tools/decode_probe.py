@@ -76,10 +76,9 @@ def main(argv: list[str]) -> dict:
     mode, path, fps, max_frames = argv[0], argv[1], float(argv[2]), int(argv[3])
     resolution = int(argv[4]) if len(argv) > 4 else 384
     if mode == "ours":
-        from ..video import _pick_backend, read_video
+        import av  # noqa: F401 - the decoder library is an import, not the decode's memory
 
-        backend = _pick_backend("auto")
-        __import__("decord" if backend == "decord" else "av")  # a library import, not the decode's memory
+        from ..video import read_video
     else:
         import cv2  # noqa: F401
     baseline = rss_mb()
