@@ -6,8 +6,12 @@ import argparse
 import dataclasses
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .stream.settings import DuetSettings
 
 
 def _print_json(obj) -> None:
@@ -99,16 +103,36 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_infer(args) -> int:
-    from .model.checkpoint import load_model
-    from .runner import PRESETS, run_benchmark, summary_dict
+    from . import runner
+    from .model.checkpoint import load_model, resolve_device, resolve_dtype
 
-    preset = PRESETS[args.benchmark]
-    settings = preset.settings.replace(**settings_overrides(args))
-    model, tokenizer = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
-    print(f"loaded: {model.load_report}", file=sys.stderr)
-    summary = run_benchmark(model, tokenizer, args.data, args.video_root, args.out, settings,
-                            resume=args.resume, limit=args.limit, benchmark=preset.benchmark)
-    _print_json(summary_dict(summary))
+    # every check that needs no model first: a bad option, file or folder costs no model load
+    preset = runner.get_preset(args.benchmark)
+    settings = settings_from_args(preset.settings, args)
+    device = resolve_device(args.device)
+    dtype = str(resolve_dtype(args.dtype, device)).removeprefix("torch.")
+    runner.load_examples(args.data, preset.benchmark, args.limit)
+    runner.check_video_root(args.video_root)
+    runner.check_output(args.out)
+    if args.resume:
+        runner.check_resume(args.out, runner.run_identity(settings, preset.benchmark, args.model, args.adapter,
+                                                          dtype))
+    state = runner.launch_state(cpu=device.startswith("cpu"))  # picks this process's GPU before the model moves there
+    main_process = state is None or state.is_main_process
+    model, tokenizer = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=device)
+    if main_process:
+        print(f"loaded: {model.load_report}", file=sys.stderr)
+    summary = runner.run_benchmark(model, tokenizer, args.data, args.video_root, args.out, settings,
+                                   resume=args.resume, limit=args.limit, benchmark=preset.benchmark,
+                                   group_videos=args.group_videos)
+    if not main_process:
+        return 1 if summary.failed else 0
+    _print_json(runner.summary_dict(summary))
+    if summary.failed:
+        tried = summary.written + summary.failed
+        print(f"mmduet infer: {summary.failed} of {tried} examples failed ({summary.status}); why: "
+              f"{summary.errors_file}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -163,6 +187,28 @@ def settings_overrides(args) -> dict:
         if getattr(args, f.name, None) is not None:
             given[f.name] = getattr(args, f.name)
     return given
+
+
+def settings_from_args(base: DuetSettings, args: argparse.Namespace) -> DuetSettings:
+    """`base` (a `DuetSettings`) with the options given on the command line; a bad value is an `InputError`
+    naming the option as typed."""
+    from .errors import InputError
+
+    given = settings_overrides(args)
+    for name, value in given.items():
+        try:
+            base.replace(**{name: value})
+        except InputError as exc:
+            reason = str(exc).removeprefix(f"{name} ")  # "fps must be finite" -> "--fps must be finite"
+            raise InputError(f"{_flag_used(name, args)} {reason}" if reason != str(exc) else
+                             f"{_flag_used(name, args)}: {exc}") from None
+    return base.replace(**given)
+
+
+def _flag_used(name: str, args: argparse.Namespace) -> str:
+    if getattr(args, name, None) is None and getattr(args, f"_old_{name}", None) is not None:
+        return next(k for k, v in _RENAMED_OPTIONS.items() if v == name)
+    return "--" + name.replace("_", "-")
 
 
 def _parse_old(name: str, value: str):
@@ -339,7 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip question_ids already in --out (default); --no-resume starts over")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=int, help="only the first N examples of --data")
+    p.add_argument("--group-videos", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode and encode each video once for all its queries (default; same records); "
+                        "--no-group-videos: once per query, as the original code")
     add_settings_options(p)
     p.set_defaults(func=_cmd_infer)
 
@@ -385,10 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from .errors import InputError
+
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as exc:  # bad input: one clear line, no traceback
-        print(f"mmduet {args.command}: error: {exc}", file=sys.stderr)
+    except InputError as exc:  # bad input: one clear line, no traceback (anything else is a bug: traceback)
+        message = " ".join(str(exc).splitlines())
+        print(f"mmduet {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -8,6 +8,7 @@ import math
 import tempfile
 from pathlib import Path
 
+from .errors import InputError
 from .evaluation.dvc import evaluate_dvc
 from .evaluation.grounding import evaluate_grounding
 from .evaluation.highlight import evaluate_highlight
@@ -34,7 +35,7 @@ def oracle_records(world: str | Path, split: str, kind: str, match: str = "exact
     "colour" (or "shape") any object of the query's colour (or shape) counts, which shows what a model
     that ignores the other attribute can score."""
     if match not in ORACLE_MATCHES:
-        raise ValueError(f"oracle match {match!r}: expected one of {ORACLE_MATCHES}")
+        raise InputError(f"oracle match {match!r}: expected one of {ORACLE_MATCHES}")
     videos = {v.name: v for v in load_split(world, split)}
     records = []
     for example in json.loads((Path(world) / "annotations" / split / f"{kind}.json").read_text()):
@@ -70,8 +71,8 @@ def evaluate_oracle(world: str | Path, split: str = "test", match: str = "exact"
 
 def evaluate_on_toyworld(model, tokenizer, world: str | Path, split: str = "test", out_dir: str | Path | None = None,
                          limit: int | None = None, progress: bool = False) -> dict:
-    """Stream the split's videos with the four benchmark settings and score them; returns the metric table."""
-    from .evaluation.highlight import evaluate_highlight
+    """Stream the split's videos with the four benchmark settings and score them; returns the metric table.
+    With `limit`, only the examples run are scored (the rest of the gold is left out, not counted as zero)."""
     world = Path(world)
     ann, videos = world / "annotations" / split, world / "videos" / split
     tmp = tempfile.TemporaryDirectory() if out_dir is None else None
@@ -83,10 +84,13 @@ def evaluate_on_toyworld(model, tokenizer, world: str | Path, split: str = "test
         preds[kind] = out / f"{kind}_pred.jsonl"
         run_benchmark(model, tokenizer, ann / f"{kind}.json", videos, preds[kind], presets[preset], resume=False,
                       limit=limit, progress=progress, benchmark=kind)
-    dvc = evaluate_dvc(preds["dvc"], ann / "dvc.json")
-    grounding = evaluate_grounding(preds["grounding"], ann / "grounding.json", sweep=True, **TOY_GROUNDING)
-    highlight = evaluate_highlight(preds["highlight"], ann / "highlight_gold.jsonl", window=TOY_HIGHLIGHT_WINDOW)
-    magqa = evaluate_magqa(preds["magqa"], ann / "magqa.json", judge="offline")
+    coverage = "predictions" if limit else "gold"
+    dvc = evaluate_dvc(preds["dvc"], ann / "dvc.json", coverage=coverage)
+    grounding = evaluate_grounding(preds["grounding"], ann / "grounding.json", sweep=True, coverage=coverage,
+                                   **TOY_GROUNDING)
+    highlight = evaluate_highlight(preds["highlight"], ann / "highlight_gold.jsonl", window=TOY_HIGHLIGHT_WINDOW,
+                                   coverage=coverage)
+    magqa = evaluate_magqa(preds["magqa"], ann / "magqa.json", judge="offline", coverage=coverage)
     table = {"dvc_F1": dvc["F1"], "dvc_CIDEr": dvc["CIDEr"], "dvc_SODA_c": dvc["SODA_c"],
              "grounding_R@0.5": grounding["R@0.5"], "grounding_mIoU": grounding["mIoU"],
              "grounding_span_R@0.5": round(grounding["span_iou"]["R@0.5"], 2),

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from mmduet_core.data.benchmarks import write_examples
+from mmduet_core.errors import InputError
 from mmduet_core.evaluation import judges, magqa
 
 pytest.importorskip("openai")
@@ -152,7 +153,7 @@ def test_openai_batch_flow_fills_the_cache(stub, tmp_path):
 def test_openai_judge_sends_nothing_without_a_key(stub, monkeypatch):
     judge, state = stub
     monkeypatch.delenv("MMDUET_TEST_KEY")
-    with pytest.raises(RuntimeError, match="nothing was sent"):
+    with pytest.raises(InputError, match="nothing was sent"):
         judge.score_many([("q", "a", "b")])
     assert state["requests"] == []
 
@@ -160,5 +161,5 @@ def test_openai_judge_sends_nothing_without_a_key(stub, monkeypatch):
 def test_openai_judge_without_the_package_says_how_to_install(stub, monkeypatch):
     judge, _ = stub
     monkeypatch.setitem(sys.modules, "openai", None)
-    with pytest.raises(RuntimeError, match=r"mmduet\[judge\]"):
+    with pytest.raises(InputError, match=r"mmduet\[judge\]"):
         judge.score_many([("q", "a", "b")])

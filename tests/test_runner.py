@@ -1,4 +1,5 @@
-"""The benchmark runner: records, errors file, SIGKILL + resume, shard merging."""
+"""The benchmark runner: records, errors file, SIGKILL + resume, the settings sidecar, shard merging, grouped
+inference."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import pytest
 import torch
 
 from mmduet_core.data.benchmarks import write_examples
+from mmduet_core.errors import InputError
 from mmduet_core.model import DuetModel
 from mmduet_core.model.checkpoint import load_model, save_model, tiny_config
 from mmduet_core.model.template import DEFAULT_SYSTEM_PROMPT, train_tokenizer
-from mmduet_core.runner import PRESETS, finished_ids, merge_shards, run_benchmark, shard_path
+from mmduet_core.runner import PRESETS, finished_ids, merge_shards, run_benchmark, settings_path, shard_path
+from mmduet_core.stream import DuetSettings
 from mmduet_core.video import write_video
 
 
@@ -60,12 +63,15 @@ def test_records_and_errors(world, tmp_path):
     error = json.loads((tmp_path / "pred.errors.jsonl").read_text())
     assert error["question_id"] == "missing_0" and "no such video file" in error["error"]
     assert 0.0 <= summary.decode_hidden_share <= 1.0
+    assert (summary.videos, summary.videos_decoded, summary.status) == (5, 5, "some failed")
+    assert json.loads(settings_path(tmp_path / "pred.jsonl").read_text())["settings"]["fps"] == 2.0
 
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(world, tmp_path):
     full = tmp_path / "full.jsonl"
-    subprocess.run(_infer(world, full), check=True, capture_output=True)
+    done = subprocess.run(_infer(world, full), capture_output=True, text=True)
+    assert done.returncode == 1 and json.loads(done.stdout)["status"] == "some failed"  # missing.mp4
     killed = tmp_path / "killed.jsonl"
     proc = subprocess.Popen(_infer(world, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -77,7 +83,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(world, tmp_path):
     assert 5 <= partial < 24, f"killed after {partial} records: not midway"
     with killed.open("a") as f:  # a torn line, as a kill during a write would leave
         f.write('{"question_id": "v9')
-    subprocess.run(_infer(world, killed, "--resume"), check=True, capture_output=True)
+    resumed = subprocess.run(_infer(world, killed, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 1 and json.loads(resumed.stdout)["failed"] == 1, resumed.stderr
     assert killed.read_text() == full.read_text()
     ids = [json.loads(x)["question_id"] for x in killed.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 24
@@ -98,7 +105,7 @@ def test_shards_merge_in_dataset_order(world, tmp_path):
                       shard=(rank, 2))
     assert shard_path(out, 1, 2).name == "pred.rank1of2.jsonl"
     order = [f"v{i}_0" for i in range(3)] + ["missing_0"] + [f"v{i}_0" for i in range(3, 6)]
-    assert merge_shards(out, 2, order) == 6
+    assert merge_shards(out, order) == 6
     assert [json.loads(x)["question_id"] for x in out.read_text().splitlines()] == [q for q in order if q != "missing_0"]
 
 
@@ -109,3 +116,56 @@ def test_presets_are_upstreams():
     assert magqa.score_heads == ("informative_score", "relevance_score") and magqa.reply_threshold == 0.5
     # upstream passes a probability threshold of 1 for grounding: no score exceeds it, so it never replies
     assert (ch.fps, qvh.fps, ch.mode, qvh.mode, ch.can_reply) == (2.0, 1.0, "never", "never", False)
+
+
+def _multi_query(world) -> list[dict]:
+    """Several queries per video, asked at different times (queries of a video contiguous, as in Charades)."""
+    examples = []
+    for i in range(4):
+        for k, (text, t) in enumerate([("Which clips relate to the query 'a red square'?", 0.0),
+                                       ("What is happening?", 1.0), ("a red square", 0.5)][:2 + i % 2]):
+            examples.append({"question_id": f"v{i}_{k}", "video": f"v{i}.mp4", "duration": (30 + i) / 10,
+                             "conversation": [{"role": "user", "content": text, "time": t}], "timestamps": [[0.5, 1.5]]})
+    return examples
+
+
+@pytest.mark.parametrize("settings", [
+    PRESETS["charades"].settings,
+    PRESETS["youcook2"].settings.replace(fps=2.0, reply_threshold=1.0, max_new_tokens=4),  # replies taken out
+    DuetSettings(mode="prob", reply_threshold=0.3, max_new_tokens=4),  # replies kept in the context
+], ids=["never", "sum-removed", "prob-kept"])
+def test_grouped_inference_gives_the_records_of_per_query_inference(world, tmp_path, settings):
+    model, tok = load_model(world / "model", device="cpu")
+    examples = _multi_query(world)
+    grouped = run_benchmark(model, tok, examples, world / "videos", tmp_path / "g.jsonl", settings, progress=False)
+    single = run_benchmark(model, tok, examples, world / "videos", tmp_path / "q.jsonl", settings, progress=False,
+                           group_videos=False)
+    assert (tmp_path / "g.jsonl").read_bytes() == (tmp_path / "q.jsonl").read_bytes()
+    assert [json.loads(x)["question_id"] for x in (tmp_path / "g.jsonl").read_text().splitlines()] == \
+        [e["question_id"] for e in examples]
+    assert (grouped.videos, grouped.videos_decoded, grouped.decodes_per_video) == (4, 4, 1.0)
+    assert (single.videos, single.videos_decoded) == (4, len(examples))
+    if settings.can_reply:  # the shared frame embeddings also served sessions that replied
+        records = [json.loads(x) for x in (tmp_path / "g.jsonl").read_text().splitlines()]
+        assert any(r["role"] == "assistant" for rec in records for r in rec["model_response_list"])
+
+
+def test_resume_refuses_other_settings_and_no_resume_starts_over(world, tmp_path):
+    model, tok = load_model(world / "model", device="cpu")
+    out = tmp_path / "pred.jsonl"
+    one, two = PRESETS["charades"].settings.replace(fps=1.0), PRESETS["charades"].settings
+    run_benchmark(model, tok, world / "test.json", world / "videos", out, one, limit=2, progress=False)
+    written = out.read_bytes()
+    with pytest.raises(InputError, match=r"other settings \(fps: 1\.0 -> 2\.0\)"):
+        run_benchmark(model, tok, world / "test.json", world / "videos", out, two, limit=3, progress=False)
+    assert out.read_bytes() == written
+    # speed settings never change a record: resuming with other ones is fine
+    summary = run_benchmark(model, tok, world / "test.json", world / "videos", out, one.replace(chunk_frames=3),
+                            limit=3, progress=False)
+    assert (summary.skipped_finished, summary.written) == (2, 1)
+    summary = run_benchmark(model, tok, world / "test.json", world / "videos", out, two, limit=2, progress=False,
+                            resume=False)
+    assert (summary.skipped_finished, summary.written) == (0, 2)
+    frames = [len(json.loads(x)["debug_data"]) for x in out.read_text().splitlines()]
+    assert frames == [6, 7]  # 3 s and 3.1 s at 2 fps: only the new settings' records
+    assert json.loads(settings_path(out).read_text())["settings"]["fps"] == 2.0

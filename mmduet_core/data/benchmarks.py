@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -69,6 +70,37 @@ def read_records(path: str | Path, error: type[ValueError] = DataError, what: st
     return data
 
 
+def record_lines(path: str | Path) -> list[int]:
+    """The line where each record of `path` starts (JSON lines, or the items of a JSON list; [] for other forms).
+    Only called to locate an error, so the file is parsed again here rather than on every read."""
+    text = Path(path).read_text()
+    start = len(text) - len(text.lstrip())
+    if text[start:start + 1] != "[":
+        try:
+            json.loads(text)
+            return []  # one object: {id: record} or a single record
+        except json.JSONDecodeError:
+            return [n for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    decoder, separators, lines = json.JSONDecoder(), re.compile(r"[\s,]*"), []
+    i, line, counted = start + 1, 1, 0
+    try:
+        while True:
+            i = separators.match(text, i).end()
+            if i >= len(text) or text[i] == "]":
+                return lines
+            line += text.count("\n", counted, i)
+            counted = i
+            lines.append(line)
+            _, i = decoder.raw_decode(text, i)
+    except json.JSONDecodeError:
+        return lines
+
+
+def _located(path: Path, index: int, qid, reason: str, lines: list[int]) -> str:
+    where = f" (line {lines[index]})" if index < len(lines) else ""
+    return f"{path} example {index} (question_id {qid!r}): {reason}{where}"
+
+
 def _is_number(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -89,8 +121,9 @@ def _check_span(span, duration: float | None, what: str) -> None:
         raise ValueError(f"{what} ends before it starts: {span!r}")
 
 
-def validate_example(example: dict, benchmark: Benchmark, strict: bool = True) -> None:
-    """Raise ValueError (a short reason) when `example` is not a valid `benchmark` test example."""
+def validate_example(example: dict, benchmark: Benchmark, strict: bool = True, gold: bool = True) -> None:
+    """Raise ValueError (a short reason naming the field) when `example` is not a valid `benchmark` test example.
+    gold=False checks only what inference reads (question_id, video, duration, the conversation)."""
     if not isinstance(example, dict):
         raise ValueError(f"an example must be an object, got {type(example).__name__}")
     for key in ("question_id", "video", "conversation"):
@@ -115,6 +148,8 @@ def validate_example(example: dict, benchmark: Benchmark, strict: bool = True) -
             _check_time(turn.get("time"), duration, f"turn {k} time")
     if not any(t["role"] == "user" for t in conv):
         raise ValueError("conversation has no user turn")
+    if not gold:
+        return
     for key in _REQUIRED[benchmark]:
         if key not in example:
             raise ValueError(f"missing gold field {key!r} for {benchmark}")
@@ -150,24 +185,45 @@ def read_benchmark(path: str | Path, benchmark: Benchmark, strict: bool = True,
     """Read and validate a test file. Returns (examples, errors); with on_error="skip" bad examples are left
     out and each is described in `errors` instead of raising."""
     if benchmark not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {benchmark!r}; one of {', '.join(BENCHMARKS)}")
+        raise DataError(f"unknown benchmark {benchmark!r}; one of {', '.join(BENCHMARKS)}")
     path = Path(path)
-    examples, errors, seen = [], [], set()
+    examples, errors, seen = [], [], {}
+    lines: list[int] | None = None  # where each record starts, found on the first error
     for index, example in enumerate(read_records(path)):
         qid = example.get("question_id") if isinstance(example, dict) else None
         try:
             validate_example(example, benchmark, strict)
             if qid in seen:
-                raise ValueError("duplicate question_id")
-            seen.add(qid)
+                raise ValueError(f"duplicate question_id (also example {seen[qid]})")
+            seen[qid] = index
         except ValueError as exc:
-            message = f"{path} example {index} (question_id {qid!r}): {exc}"
+            lines = record_lines(path) if lines is None else lines
+            message = _located(path, index, qid, str(exc), lines)
             if on_error == "raise":
                 raise DataError(message) from None
             errors.append(message)
             continue
         examples.append(example)
     return examples, errors
+
+
+def check_examples(examples: list, benchmark: Benchmark = "grounding", gold: bool = False,
+                   source: str = "examples") -> list[dict]:
+    """Validate examples given as Python objects (what `read_benchmark` does for a file); by default only the
+    fields inference reads. Raises `DataError` naming the example index, its question_id and the field."""
+    if not isinstance(examples, list | tuple):
+        raise DataError(f"{source}: expected a list of examples, got {type(examples).__name__}")
+    seen: dict = {}
+    for index, example in enumerate(examples):
+        qid = example.get("question_id") if isinstance(example, dict) else None
+        try:
+            validate_example(example, benchmark, strict=False, gold=gold)
+            if qid in seen:
+                raise ValueError(f"duplicate question_id (also example {seen[qid]})")
+        except ValueError as exc:
+            raise DataError(f"{source} example {index} (question_id {qid!r}): {exc}") from None
+        seen[qid] = index
+    return list(examples)
 
 
 def write_examples(examples: Iterable[dict], path: str | Path) -> Path:

@@ -258,3 +258,14 @@ def _span_ious(scores, lengths, times, spans, window, threshold, interval) -> np
         run = longest_run_span(times[q, : lengths[q]], positive, interval)
         ious.append(max((span_iou(run, s) for s in spans[q]), default=0.0) if run else 0.0)
     return np.asarray(ious)
+
+
+def best_per_window(sweep: Sequence[dict], metric: str = "R@0.5") -> list[tuple[int, float]]:
+    """[(window, best `metric` over the thresholds at that window)] by window, from the `sweep` rows of
+    `evaluate_grounding(..., sweep=True)`. The threshold is picked after seeing the scores of the same queries:
+    an upper bound, as the curve upstream's sweep draws."""
+    best: dict[int, float] = {}
+    for row in sweep:
+        w, value = row["smooth_window_size"], row["scores"][metric]
+        best[w] = max(best.get(w, value), value)
+    return sorted(best.items())

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..errors import InputError
+
 JUDGE_SCALE = (
     "You are an evaluator for a video question answering system. Your task is to rate the correctness of the "
     "predicted answers against the ground truth answers. Use the following scale to assign a score:\n"
@@ -157,11 +159,11 @@ class OpenAIJudge:
         """An `openai.OpenAI` client for `base_url` (imported here: the package is an optional extra)."""
         key = os.environ.get(self.api_key_env)
         if not key:
-            raise RuntimeError(f"OpenAIJudge needs an API key in ${self.api_key_env}; nothing was sent")
+            raise InputError(f"OpenAIJudge needs an API key in ${self.api_key_env}; nothing was sent")
         try:
             import openai
         except ImportError as exc:
-            raise RuntimeError("OpenAIJudge needs the openai package: pip install 'mmduet[judge]'") from exc
+            raise InputError("OpenAIJudge needs the openai package: pip install 'mmduet[judge]'") from exc
         return openai.OpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout)
 
     def request_body(self, question: str, gold: str, pred: str) -> dict:
@@ -214,7 +216,7 @@ def make_judge(spec: str) -> Judge:
         return HFJudge(spec[3:])
     if spec.startswith("openai"):
         return OpenAIJudge(spec.split(":", 1)[1]) if ":" in spec else OpenAIJudge()
-    raise ValueError(f"unknown judge {spec!r}: offline, hf:<model id> or openai[:<model>]")
+    raise InputError(f"unknown judge {spec!r}: offline, hf:<model id> or openai[:<model>]")
 
 
 class JudgeCache:

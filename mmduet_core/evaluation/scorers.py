@@ -32,7 +32,7 @@ CACHE_FORMAT = "meteor-1.5 -l en -norm; ptb-3.4.1; cider-d"
 
 def _require_java() -> None:
     if shutil.which("java") is None:
-        raise RuntimeError("METEOR and the PTB tokenizer need Java on PATH (see README: Java)")
+        raise InputError("METEOR and the PTB tokenizer need Java on PATH (see README: Java)")
 
 
 def _jar(module: str, name: str) -> Path:

@@ -586,9 +586,13 @@ def _base_folder(model: str | Path, download: bool) -> Path:
     return resolve_checkpoint(model, download, what="base model")
 
 
-def _load_tokenizer(folder: Path, net: DuetModel):
+def _check_tokenizer_files(folder: Path) -> None:
     if not any((folder / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
         raise CheckpointNotFoundError(f"{folder}: no tokenizer (tokenizer.json / tokenizer_config.json)")
+
+
+def _load_tokenizer(folder: Path, net: DuetModel):
+    _check_tokenizer_files(folder)
     tokenizer = setup_tokenizer(AutoTokenizer.from_pretrained(str(folder)), net.frame_num_tokens)
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     if image_id != net.config.image_token_id:
@@ -616,6 +620,7 @@ def load_model(model: str | Path = "toy", adapter: str | Path | None = None, dty
     config = _read_base_config(folder)
     files = base_weight_files(folder)
     layout = detect_base_layout(files)
+    _check_tokenizer_files(folder)  # before the weights are read: a folder without one costs nothing
     net, info = _load_base(folder, torch_dtype, attn)
     random_heads = _check_base(info, folder, layout)
     if random_heads and "DuetModel" in (config.get("architectures") or []):

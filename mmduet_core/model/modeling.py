@@ -122,12 +122,20 @@ class DuetModel(LlavaOnevisionForConditionalGeneration):
         """uint8 pixels (F, 3, R, R) are encoded; float embeddings (F, n, D) pass through; anything else is an
         error naming the shape."""
         hidden = self.config.text_config.hidden_size
-        if frames.dim() == 4 and frames.dtype == torch.uint8:
+        if not isinstance(frames, torch.Tensor):
+            raise InputError(f"frames must be a torch tensor (uint8 pixels or embeddings), got {type(frames).__name__}")
+        got = f"{str(frames.dtype).removeprefix('torch.')} {tuple(frames.shape)}"
+        if frames.dim() in (3, 4) and frames.shape[0] == 0:
+            raise InputError(f"frames: an empty tensor ({got}); pass at least one frame")
+        if frames.dim() == 4 and frames.dtype == torch.uint8 and frames.shape[1] == 3:
             with torch.no_grad():
                 return self.encode_frames(frames, chunk_size)
+        if frames.dim() == 4 and frames.is_floating_point():
+            raise InputError(f"frames: float pixels ({got}); pass uint8 pixels 0-255 (F, 3, R, R) as read_video "
+                             "returns them (they are normalised here), or frame embeddings (F, n, D)")
         if frames.dim() != 3 or frames.shape[-1] != hidden or not frames.is_floating_point():
             raise InputError(f"frames must be uint8 pixels (F, 3, R, R) or float embeddings (F, n, {hidden}), "
-                             f"got {frames.dtype} {tuple(frames.shape)}")
+                             f"got {got}")
         return frames
 
     def embed_inputs(self, input_ids: torch.Tensor, frame_embeds: torch.Tensor | None = None) -> torch.Tensor:
