@@ -235,7 +235,7 @@ def _cmd_toyeval(args) -> int:
     from pathlib import Path
 
     from .model.checkpoint import load_model
-    from .toyeval import evaluate_on_toyworld, evaluate_oracle
+    from .run.toyeval import evaluate_on_toyworld, evaluate_oracle
     from .toyworld import SPLITS, ensure_splits
 
     world = Path(args.world)
@@ -353,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="side-by-side timings in one run, printed as ratios")
     p.add_argument("what", choices=["stream", "generate", "video", "eval"])
-    p.add_argument("--repeat", type=int, default=1, help="1: each side timed once; N: the fastest of N runs")
+    p.add_argument("--repeat", type=int, help="1: each side timed once; N: the fastest of N runs (default: 1 for "
+                                              "stream and video, 3 for the quicker generate and eval)")
     p.add_argument("--threads", type=int, default=1,
                    help="stream, generate: torch CPU threads (default 1; more threads than free cores slow every "
                         "forward on a shared machine)")

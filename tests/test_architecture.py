@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mmduet_core"
 LAYERS = [
     {"errors", "__init__", "__version__"},
     {"model", "video", "stream", "data", "evaluation"},  # the core
-    {"runner", "training", "toyworld"},
+    {"run", "runner", "training", "toyworld"},
     {"toyeval", "plots"},
     {"interactive", "reports"},
     {"tools", "checkpoint"},  # `checkpoint` is the old path of model.checkpoint, kept for existing code

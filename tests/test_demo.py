@@ -6,12 +6,12 @@ import asyncio
 import datetime
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from mmduet_core.evaluation.records import duplicate_stats
 from mmduet_core.interactive.demo import (
     DEMO_SETTINGS,
     ChatMessage,
@@ -20,13 +20,19 @@ from mmduet_core.interactive.demo import (
     DuetPlayback,
     chat_html,
     demo_examples,
+    duet_format_figure,
+    modes_table_html,
+    pace_html,
+    placeholder_png,
     png_bytes,
+    replay_steps,
     static_html,
+    threshold_control,
 )
 from mmduet_core.interactive.widgets import PAUSE, RESUME, DuetPlayer
 from mmduet_core.model.checkpoint import ASSETS, load_model
 from mmduet_core.plots import score_timeline
-from mmduet_core.stream import HEADS, DuetSession, policy_trace
+from mmduet_core.stream import HEADS, MODES, DuetSession, policy_trace
 from mmduet_core.video import read_video, write_video
 
 from .conftest import shared_path
@@ -175,7 +181,8 @@ def player(toy, tmp_path):
 
 
 def test_player_start_step_message_pause_stop(player):
-    assert Path(player.video_path.value).resolve() == SAMPLE.resolve() and player.threshold.value == 0.5
+    assert player.video_path.value == "sample_toy.mp4" and player.video_file() == SAMPLE
+    assert player.threshold.value == 0.5
     player.start_button.click()  # no event loop here: nothing plays until step()
     assert player.last_error is None and player.state == "playing"
     assert player.start_button.disabled and player.threshold.disabled and not player.stop_button.disabled
@@ -232,8 +239,10 @@ def test_player_upload_goes_to_disk_not_widget_state(player, tmp_path):
     player.upload.value = ({"name": "clip.mp4", "type": "video/mp4", "size": SAMPLE.stat().st_size,
                             "content": memoryview(SAMPLE.read_bytes()),
                             "last_modified": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)},)
-    assert player.video_path.value == str(tmp_path / "clip.mp4")
+    assert player.video_path.value == "clip.mp4 (uploaded)" and player.video_file() == tmp_path / "clip.mp4"
     assert (tmp_path / "clip.mp4").read_bytes() == SAMPLE.read_bytes() and player.upload.value == ()
+    player.start_button.click()
+    assert player.last_error is None and player.playback.clip.path.endswith("clip.mp4")
 
 
 def test_player_plays_on_the_event_loop_and_pause_holds_it(player):
@@ -259,3 +268,108 @@ def test_player_plays_on_the_event_loop_and_pause_holds_it(player):
     held = asyncio.run(scenario())
     assert player.state == "finished" and len(player.playback.steps) == math.floor(SAMPLE_SECONDS * 2)
     assert player.playback.steps[held].user_message == "Which shape is it?"
+
+
+# ---- each reply mode its own threshold ----------------------------------------------------------------------
+
+def test_threshold_control_follows_the_modes():
+    for mode in ("prob", "sum", "z"):
+        control = threshold_control(mode)
+        assert (control.low, control.high) == MODES[mode].threshold_range
+        assert control.default == MODES[mode].default_threshold and control.unit == MODES[mode].unit
+    assert threshold_control("sum").default == 1.5  # the original demo's sum-score example
+    assert threshold_control("prob", heads=2).high == 2.0  # one probability per head, summed
+    with pytest.raises(ValueError):
+        threshold_control("always")
+    table = modes_table_html()
+    assert all(MODES[m].label in table for m in MODES) and table.count("<tr>") == len(MODES) + 1
+
+
+def test_player_threshold_follows_the_mode(player):
+    """Switching mode ranges the slider to that mode's unit and gives it that mode's threshold (its default at
+    first, later the value last used in it); the rule of the mode is written under the control."""
+    assert (player.mode.value, player.threshold.value, player.threshold.max) == ("prob", 0.5, 1.0)
+    assert "probability" in player.threshold_label.value and "single-frame score" in player.rule.value
+    player.mode.value = "sum"
+    assert (player.threshold.min, player.threshold.max, player.threshold.value) == (0.0, 5.0, 1.5)
+    assert "summed score" in player.threshold_label.value and "restarts at 0" in player.rule.value
+    player.threshold.value = 2.5
+    player.mode.value = "z"
+    assert (player.threshold.max, player.threshold.value) == (4.0, 1.0)
+    assert "standard deviations" in player.threshold_label.value and "std" in player.rule.value
+    player.mode.value = "sum"
+    assert player.threshold.value == 2.5
+    assert player.settings().reply_threshold == 2.5 and player.settings().mode == "sum"
+    player.mode.value = "prob"
+    assert player.threshold.value == 0.5
+    player.use_relevance.value = True
+    assert player.threshold.max == 2.0  # two heads summed
+    player.threshold.value = 1.4
+    player.use_relevance.value = False
+    assert player.threshold.value == 1.0  # back inside one head's range
+
+
+def test_player_before_start_shows_placeholders_and_no_folders(player):
+    assert player.frame_image.value[:4] == b"\x89PNG" and player.plot.value[:4] == b"\x89PNG"
+    assert "shown while playing" in player.pace.value
+
+    def texts(widget):
+        own = [v for v in (getattr(widget, "value", None), getattr(widget, "description", None)) if isinstance(v, str)]
+        return own + [t for child in getattr(widget, "children", ()) for t in texts(child)]
+
+    shown = " ".join(texts(player))
+    assert str(ASSETS) not in shown and str(SAMPLE.parent) not in shown and "/" not in player.video_path.value
+    assert "Frame interval (seconds between frames)" in shown and player.interval.description == ""
+
+
+def test_pace_says_real_time_or_behind():
+    on_time = pace_html([0.1, 0.12], 0.5)
+    assert "duet-realtime" in on_time and "real time" in on_time and "behind" not in on_time
+    behind = pace_html([1.0, 1.0], 0.5)
+    assert "duet-behind" in behind and "behind real time" in behind and "0.50x" in behind
+    assert placeholder_png("press Start", 100, 60)[:4] == b"\x89PNG"
+
+
+def test_player_reports_its_pace(player):
+    player.start_button.click()
+    player.step(3)
+    assert len(player.step_seconds) == 3 and "duet-pace" in player.pace.value
+    assert ("duet-realtime" in player.pace.value) == (sum(player.step_seconds) / 3 <= 0.5 * 1.05)
+
+
+# ---- teaching figures ---------------------------------------------------------------------------------------
+
+def test_replayed_modes_match_sessions_run_with_them(toy):
+    """With previous replies removed, the scores do not depend on the replies: replaying another mode's rule over a
+    session's scores gives the frames a session run with that mode replies at."""
+    model, tokenizer = toy
+    base = DemoSettings(threshold=0.5)
+    runs = {}
+    for mode, threshold in (("prob", 0.5), ("sum", 1.5), ("z", 1.0)):
+        playback = DuetPlayback(model, tokenizer, SAMPLE, base.replace(mode=mode, reply_threshold=threshold))
+        playback.send_message("What is happening in the video?")
+        runs[mode] = playback.run(progress=True)
+    for mode in ("sum", "z"):
+        replayed = replay_steps(runs["prob"], base.replace(mode=mode, reply_threshold={"sum": 1.5, "z": 1.0}[mode]))
+        assert [s.reply is not None for s in replayed] == [s.reply is not None for s in runs[mode]]
+        assert [s.reply for s in replayed if s.reply and s.reply != "(reply)"] == \
+            [a.reply for a, b in zip(runs[mode], runs["prob"], strict=True) if a.reply and b.reply]
+
+
+def test_duet_format_figure_and_record(toy):
+    playback = DuetPlayback(*toy, SAMPLE, DemoSettings(threshold=0.5))
+    with pytest.raises(ValueError, match="no frames yet"):
+        duet_format_figure(playback)
+    playback.send_message("What is happening in the video?")
+    playback.run()
+    fig = duet_format_figure(playback)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3
+    texts = [t.get_text() for t in fig.axes[2].texts]
+    assert any(t.startswith("you: What is happening") for t in texts)
+    distinct = len({m.text for m in playback.chat if m.role == "assistant"})
+    assert sum(t.startswith("MMDuet: ") for t in texts) <= distinct
+    record = playback.record("sample")
+    assert record["question_id"] == "sample" and len(record["debug_data"]) == len(playback.steps)
+    stats = duplicate_stats([record])
+    replies = [m.text for m in playback.chat if m.role == "assistant"]
+    assert stats["turns"] == len(replies) and stats["distinct_turns"] == len(set(replies))

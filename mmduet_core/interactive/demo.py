@@ -1,7 +1,8 @@
-"""The live duet demo without a user interface (upstream spec §7): the original Gradio app's settings and
-examples, one playback object that steps a `DuetSession` frame by frame, and pure renderers (frame image,
-score plot, chat log, a static page of a finished session). The ipywidgets player (`widgets.DuetPlayer`) is
-a thin layer over this module; tests and exported reports use it directly, no kernel needed.
+"""The live duet demo without a user interface: the original Gradio app's settings and examples, one playback
+object that steps a `DuetSession` frame by frame, and pure renderers (frame image, score plot, chat log, the
+threshold control of each reply mode, the playback pace, a figure of the duet format, a static page of a finished
+session). The ipywidgets player (`widgets.DuetPlayer`) is a thin layer over this module; tests and exported
+reports use it directly, no kernel needed.
 
     playback = DuetPlayback(model, tokenizer, "office.mp4", DEMO_SETTINGS.replace(reply_threshold=0.4))
     playback.send_message("What is happening in the office?")   # stamped with the next frame's time
@@ -15,9 +16,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
+import textwrap
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +31,7 @@ from matplotlib.figure import Figure
 from ..errors import InputError
 from ..model.checkpoint import ASSETS
 from ..plots import INFORMATIVE, RELEVANCE, score_timeline
-from ..stream import HEADS, MODES, DuetSession, DuetSettings, StepRecord
+from ..stream import HEADS, MODES, DuetSession, DuetSettings, StepRecord, policy_trace
 from ..video import Clip, read_video
 
 DEMO_MAX_FRAMES = 400  # upstream's demo loader cap
@@ -77,7 +80,7 @@ def demo_examples(video_dirs: Sequence[str | Path] = ()) -> list[DemoExample]:
     examples = [
         DemoExample("toy: shapes crossing (1 min)", ASSETS / "demo_toy.mp4", "What is happening in the video?", toy,
                     "toy world test video; the shipped toy model narrates it"),
-        DemoExample("toy: two shapes (10 s)", ASSETS / "sample_toy.mp4", "What is happening in the video?", toy,
+        DemoExample("toy: two shapes (12 s)", ASSETS / "sample_toy.mp4", "What is happening in the video?", toy,
                     "toy world test video test000"),
     ]
     original = DEMO_SETTINGS.replace(reply_threshold=0.4, score_heads=HEADS, remove_assistant_turns=False)
@@ -172,11 +175,21 @@ class DuetPlayback:
                 return None
             return self.session.push_frame(self.embeds[self.session.frame_index])
 
-    def run(self) -> list[StepRecord]:
-        """Play the rest of the video without pacing."""
-        while not self.finished:
-            self.step()
+    def run(self, progress: bool = False) -> list[StepRecord]:
+        """Play the rest of the video without pacing (with `progress`, a progress bar over the frames)."""
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(self.clip) - self.session.frame_index, desc="frames", unit="frame",
+                  disable=not progress) as bar:
+            while not self.finished:
+                self.step()
+                bar.update(1)
         return self.steps
+
+    def record(self, question_id: str = "session") -> dict:
+        """The session so far as a prediction record (upstream's JSONL schema), for the evaluators' tools."""
+        with self._lock:
+            return self.session.to_record(question_id, self.clip.duration)
 
 
 # ---- renderers (pure: data in, PNG bytes / Figure / HTML string out) ----------------------------------------
@@ -250,3 +263,178 @@ def static_html(playback: DuetPlayback, frames_shown: int = 6) -> str:
             f"<p style='font-size:13px'><b>{html.escape(Path(playback.clip.path).name)}</b>: "
             f"{len(playback.steps)} of {len(playback.clip)} frames; {html.escape(settings)}</p>"
             f"{plot}<div>{strip}</div>{chat_html(playback.chat, 260)}</div>")
+
+
+# ---- the reply modes, for people ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ThresholdControl:
+    """What the threshold slider of one reply mode shows: its range and step, its default, its unit, its rule."""
+
+    mode: str
+    low: float
+    high: float
+    step: float
+    default: float
+    unit: str
+    rule: str
+
+
+def threshold_control(mode: str, heads: int = 1) -> ThresholdControl:
+    """The threshold slider of `mode`, from `MODES`. A single-frame score is one probability per head, summed, so
+    its range grows with the number of heads used."""
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    info = MODES[mode]
+    low, high = info.threshold_range
+    if mode == "prob":
+        high *= max(heads, 1)
+    step = 0.05 if high - low <= 2 else 0.1
+    return ThresholdControl(mode, low, high, step, info.default_threshold, info.unit, info.rule)
+
+
+def mode_rule_html(mode: str) -> str:
+    """The mode's rule as one line, for the line under the mode control."""
+    return (f"<div class='duet-rule' style='font-size:12px;color:#444;line-height:1.3;white-space:normal'>"
+            f"<b>{html.escape(MODES[mode].label)}</b>: {html.escape(MODES[mode].rule)}</div>")
+
+
+CELL = "text-align:left;vertical-align:top;padding:3px 8px"
+
+
+def modes_table_html(modes: Sequence[str] = ("prob", "sum", "z", "never")) -> str:
+    """Every reply mode with its rule, threshold unit, usual range and default (from `MODES`), as an HTML table."""
+    rows = []
+    for mode in modes:
+        info = MODES[mode]
+        unit = html.escape(info.unit) or "-"
+        span = f"{info.threshold_range[0]:g} to {info.threshold_range[1]:g}" if info.unit else "-"
+        default = f"{info.default_threshold:g}" if info.unit else "-"
+        cells = (f"<b>{html.escape(info.label)}</b><br><code>{mode}</code>", html.escape(info.rule), unit, span, default)
+        rows.append("<tr>" + "".join(f"<td style='{CELL}'>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th style='{CELL}'>{h}</th>" for h in ("mode", "rule (s(t): a frame's score)", "threshold in",
+                                                           "range", "default"))
+    return ("<table class='duet-modes' style='font-size:13px;border-collapse:collapse'>"
+            f"<tr>{head}</tr>{''.join(rows)}</table>")
+
+
+def replay_steps(steps: Sequence[StepRecord], settings: DuetSettings) -> list[StepRecord]:
+    """The steps with the replies the rule of `settings` gives on the same scores: a frame where it fires keeps
+    the session's reply, or is marked "(reply)" where the session was silent. Exact when replies are removed
+    from the context (the scores then do not depend on earlier replies); otherwise a what-if on these scores."""
+    trace = policy_trace(settings, [(s.informative, s.relevance) for s in steps])
+    return [replace(s, reply=(s.reply or "(reply)") if point.fired else None)
+            for s, point in zip(steps, trace, strict=True)]
+
+
+# ---- placeholders and pace ----------------------------------------------------------------------------------
+
+def placeholder_png(text: str, width: int = 360, height: int = 240) -> bytes:
+    """A light grey PNG with `text` in the middle: what an image shows before there is anything to show."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (width, height), (244, 244, 244))
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle((0, 0, width - 1, height - 1), outline=(210, 210, 210))
+    box = draw.multiline_textbbox((0, 0), text, align="center")
+    draw.multiline_text(((width - (box[2] - box[0])) / 2, (height - (box[3] - box[1])) / 2), text,
+                        fill=(120, 120, 120), align="center")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def pace_html(step_seconds: Sequence[float], interval: float, window: int = 10) -> str:
+    """Whether playback keeps up with the video: the mean time the last `window` frames took to process (model
+    and displays) against the interval between frames."""
+    if not step_seconds:
+        return "<span class='duet-pace' style='font-size:12px;color:#888'>pace: shown while playing</span>"
+    recent = list(step_seconds)[-window:]
+    per_frame = sum(recent) / len(recent)
+    detail = f"a frame takes {per_frame:.2f} s to process; frames are {interval:.2f} s apart"
+    if per_frame <= interval * 1.05:
+        return (f"<span class='duet-pace duet-realtime' style='font-size:12px;color:#1a7f37'>&#9679; real time "
+                f"({detail})</span>")
+    return (f"<span class='duet-pace duet-behind' style='font-size:12px;color:#bc4c00'>&#9679; behind real time: "
+            f"the video plays at {interval / per_frame:.2f}x ({detail}; a longer frame interval keeps up)</span>")
+
+
+# ---- the duet format in one figure --------------------------------------------------------------------------
+
+USER, REPLY = "#dcebff", "#f2f2f2"
+
+
+def duet_format_figure(playback: DuetPlayback, title: str | None = None, thumbnails: int = 24,
+                       size: tuple[float, float] = (11.0, 5.4)) -> Figure:
+    """A session as the duet format: the frames as they stream in, the user's turn where it was read, after every
+    frame the score the reply rule compares with the threshold, and a reply wherever it fired (a reply that
+    repeats the previous one is marked, not written again). Built without pyplot."""
+    steps, settings = playback.steps, playback.settings
+    if not steps:
+        raise InputError("the session has no frames yet: step or run it first")
+    dt = 1.0 / playback.clip.fps
+    end = steps[-1].time + dt
+    fig = Figure(figsize=size, dpi=100)
+    grid = fig.add_gridspec(3, 1, height_ratios=(1.0, 1.5, 1.6), hspace=0.12, left=0.11, right=0.985,
+                            top=0.9, bottom=0.1)
+    ax_frames, ax_score, ax_chat = (fig.add_subplot(grid[k]) for k in range(3))
+    every = max(1, math.ceil(len(steps) / thumbnails))
+    for s in steps[::every]:
+        ax_frames.imshow(playback.frame(s.frame_index), extent=(s.time, s.time + every * dt * 0.94, 0, 1),
+                         aspect="auto", interpolation="nearest")
+    trace = policy_trace(settings, [(s.informative, s.relevance) for s in steps])
+    times = [s.time for s in steps]
+    levels = [p.level for p in trace]
+    ax_score.bar(times, levels, width=dt * 0.8, align="edge", color=[INFORMATIVE if p.fired else "#b9cfe4"
+                                                                     for p in trace])
+    if settings.mode == "z":
+        ax_score.step(times + [end], [p.threshold for p in trace] + [trace[-1].threshold], where="post",
+                      color="black", ls="--", lw=1)
+    elif settings.can_reply:
+        ax_score.axhline(settings.reply_threshold, color="black", ls="--", lw=1)
+    heads = " + ".join(h.removesuffix("_score") for h in settings.score_heads)
+    level = "scores summed since the last reply" if settings.mode == "sum" else f"score s(t) = {heads}"
+    ax_score.text(0.003, 0.97, f"{level}; dashed: threshold ({MODES[settings.mode].label} "
+                  f"{settings.reply_threshold:g}); dark: the rule fires", transform=ax_score.transAxes,
+                  va="top", fontsize=8, color="#333")
+    ax_score.set_ylim(0, max(levels + [settings.reply_threshold if settings.can_reply else 0, 1.0]) * 1.25)
+    for s in steps:
+        if s.reply is not None:
+            for ax in (ax_score, ax_chat):
+                ax.axvline(s.time + dt * 0.4, color="#999999", lw=0.6, ls=":")
+    _chat_lane(ax_chat, playback.chat, dt)
+    for ax, label in ((ax_frames, "frames"), (ax_score, "scores"), (ax_chat, "turns")):
+        ax.set_xlim(0, end)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
+        ax.tick_params(labelsize=8)
+        if ax is not ax_chat:
+            ax.tick_params(labelbottom=False)
+    ax_frames.set_yticks([])
+    ax_chat.set_yticks([])
+    ax_chat.set_xlabel("video time (s)")
+    fig.suptitle(title or "The duet format: frames stream in, the user speaks at any time, and after every frame "
+                 "the model decides whether to reply", fontsize=11)
+    return fig
+
+
+def _chat_lane(ax, chat: Sequence[ChatMessage], dt: float, lanes: int = 3) -> None:
+    """User turns (top) and replies as boxes at their times, replies cycling through `lanes` rows so neighbours
+    do not overlap; a reply equal to the previous one is a small marker on the bottom line."""
+    ax.set_ylim(-0.5, lanes + 1)
+    previous, lane = None, 0
+    for m in chat:
+        x = m.time + dt * 0.4
+        if m.role == "assistant" and m.text == previous:
+            ax.plot([x], [-0.2], "v", color="#666666", ms=4)
+            continue
+        if m.role == "assistant":
+            previous, y, lane = m.text, lanes - 0.5 - lane % lanes, lane + 1
+        else:
+            y = lanes + 0.5
+        text = ("you: " if m.role == "user" else "MMDuet: ") + m.text
+        ax.text(x, y, textwrap.shorten(text, 44, placeholder="..."), fontsize=7, va="center", ha="left",
+                bbox={"boxstyle": "round,pad=0.25", "fc": USER if m.role == "user" else REPLY, "ec": "#999999",
+                      "lw": 0.6})
+    if any(m.role == "assistant" for m in chat):
+        ax.text(0.997, 0.96, "a marker on the bottom line: a reply repeating the previous one",
+                transform=ax.transAxes, fontsize=7, ha="right", va="top", color="#666666")

@@ -1,6 +1,6 @@
-"""The interactive duet player for JupyterLab: the original Gradio demo (upstream spec §7) as ipywidgets.
+"""The interactive duet player for JupyterLab: the original Gradio demo as ipywidgets.
 
-A thin layer over `demo.py`: the controls build a `DemoSettings`, Start makes a `DuetPlayback`, and a playback
+A thin layer over `demo.py`: the controls build `DuetSettings`, Start makes a `DuetPlayback`, and a playback
 task on the kernel's event loop feeds one frame at a time, paced to real time, yielding to the loop between
 frames so Pause, Stop and messages are handled there (one session, every access serialised by the playback's
 lock). Without a running event loop (tests, scripts) `step()` drives it by hand.
@@ -13,7 +13,6 @@ lock). Without a running event loop (tests, scripts) `step()` drives it by hand.
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 import traceback
@@ -30,12 +29,19 @@ from .demo import (
     DemoExample,
     DuetPlayback,
     chat_html,
+    mode_rule_html,
+    pace_html,
+    placeholder_png,
     png_bytes,
     static_html,
     status_html,
+    threshold_control,
 )
 
 PAUSE, RESUME = "Pause Video", "Resume Video"
+PLOT_EVERY_S = 1.0  # redraw the score plot at most this often while playing: drawing it costs a frame's time
+FRAME_PLACEHOLDER = "Press Start:\nthe current frame appears here"
+PLOT_PLACEHOLDER = "The scores of every frame, the threshold\nand the replies are drawn here while the video plays"
 
 
 class DuetPlayer(w.VBox):
@@ -50,14 +56,19 @@ class DuetPlayer(w.VBox):
         self.playback: DuetPlayback | None = None
         self.state = "ready"
         self.last_error: str | None = None
+        self.step_seconds: list[float] = []  # time each frame took to process and draw (the pace indicator)
         self._task: asyncio.Task | None = None
         self._paused = False
+        self._plotted_at = 0.0
+        self._videos: dict[str, Path] = {}  # what the video box shows -> the file (no folders on screen)
+        self._thresholds = {m: MODES[m].default_threshold for m in MODES}  # each mode keeps its own threshold
+        self._adjusting = False  # set while the threshold slider is re-ranged for another mode
         self._build()
         settings = settings or (self.examples[0].settings if self.examples else DEMO_SETTINGS)
         if self.examples and video is None:
             self._apply_example(self.examples[0])
         else:
-            self.video_path.value = str(video or "")
+            self.video_path.value = self._show_video(Path(video)) if video else ""
             self._apply_settings(settings)
         super().__init__([self.title, w.HBox([self.controls, self.display_area])],
                          layout=w.Layout(width="100%"))
@@ -69,31 +80,33 @@ class DuetPlayer(w.VBox):
     def _build(self) -> None:
         self.title = w.HTML("<h3 style='margin:4px 0'>MMDuet · VideoLLM Knows When to Speak</h3>"
                             "<span style='font-size:12px;color:#555'>Pick an example or a video, press Start, "
-                            "type a message while it plays: it is read at the current video time. The model "
-                            "speaks when its score passes the threshold.</span>")
+                            "type a message while it plays: it is read at the current video time. After every "
+                            "frame the model scores it and speaks when the score passes the threshold.</span>")
         wide = w.Layout(width="300px")
-        style = {"description_width": "110px"}
+        style = {"description_width": "90px"}
         names = [e.name for e in self.examples]
         self.example = w.Dropdown(options=names or ["(none)"], value=names[0] if names else "(none)",
                                   description="Example", layout=wide, style=style)
         self.video_path = w.Text(description="Video file", placeholder="path/to/video.mp4", layout=wide, style=style)
         self.upload = w.FileUpload(accept="video/*", multiple=False, description="Upload video")
         self.mode = w.RadioButtons(options=[(MODES[m].label, m) for m in ("prob", "sum", "z")],
-                                   description="Threshold mode", style=style)
+                                   description="Reply mode", style=style)
+        self.rule = w.HTML(layout=w.Layout(width="300px"))
         self.use_informative = w.Checkbox(description="informative score", indent=False)
         self.use_relevance = w.Checkbox(description="relevance score", indent=False)
         self.remove_replies = w.RadioButtons(options=["yes", "no"], description="Remove previous replies",
                                              style={"description_width": "initial"})
-        self.threshold = w.FloatSlider(min=0, max=3, step=0.05, description="Score threshold", layout=wide,
-                                       style=style, readout_format=".2f")
-        self.interval = w.FloatSlider(min=0.1, max=10, step=0.1, description="Frame interval (s)", layout=wide,
-                                      style=style, readout_format=".1f")
+        self.threshold_label = w.HTML()
+        self.threshold = w.FloatSlider(min=0, max=1, step=0.05, layout=wide, readout_format=".2f")
+        self.interval_label = w.HTML("<span style='font-size:13px'>Frame interval (seconds between frames)</span>")
+        self.interval = w.FloatSlider(min=0.1, max=10, step=0.1, layout=wide, readout_format=".1f")
         self.start_button = w.Button(description="Start", button_style="primary", icon="play")
         self.pause_button = w.Button(description=PAUSE, disabled=True, icon="pause")
         self.stop_button = w.Button(description="Stop Video", button_style="danger", disabled=True, icon="stop")
         self.frame_image = w.Image(format="png", layout=w.Layout(width="360px", height="auto",
                                                                    border="1px solid #ddd"))
         self.status = w.HTML()
+        self.pace = w.HTML()
         self.plot = w.Image(format="png", layout=w.Layout(width="100%", max_width="720px"))
         self.chat = w.HTML(layout=w.Layout(width="100%"))
         self.message = w.Text(placeholder="Type a message; it is read at the current video time",
@@ -101,17 +114,21 @@ class DuetPlayer(w.VBox):
         self.send_button = w.Button(description="Send", icon="paper-plane")
         self.error = w.HTML()
         self.controls = w.VBox([
-            self.example, self.video_path, self.upload, self.mode,
+            self.example, self.video_path, self.upload, self.mode, self.rule,
             w.HTML("<span style='font-size:13px'>Scores used</span>"), self.use_informative, self.use_relevance,
-            self.remove_replies, self.threshold, self.interval,
+            self.remove_replies, self.threshold_label, self.threshold, self.interval_label, self.interval,
             w.HBox([self.start_button, self.pause_button]), self.stop_button, self.error,
         ], layout=w.Layout(width="320px", padding="0 12px 0 0"))
         self.display_area = w.VBox([
             w.HBox([self.frame_image, w.VBox([self.chat], layout=w.Layout(flex="1", padding="0 0 0 10px"))]),
-            self.status, self.plot, w.HBox([self.message, self.send_button], layout=w.Layout(width="100%")),
+            self.status, self.pace, self.plot, w.HBox([self.message, self.send_button], layout=w.Layout(width="100%")),
         ], layout=w.Layout(flex="1"))
-        self.example.observe(self._guard(lambda change: self._on_example(change["new"])), names=["value"])
-        self.upload.observe(self._guard(lambda change: self._on_upload(change["new"])), names=["value"])
+        self.example.observe(self._guard(self._on_example), names=["value"])
+        self.upload.observe(self._guard(self._on_upload), names=["value"])
+        self.mode.observe(self._guard(self._on_mode), names=["value"])
+        self.threshold.observe(self._guard(self._on_threshold), names=["value"])
+        self.use_informative.observe(self._guard(self._on_heads), names=["value"])
+        self.use_relevance.observe(self._guard(self._on_heads), names=["value"])
         self.start_button.on_click(self._guard(lambda _: self.start()))
         self.pause_button.on_click(self._guard(lambda _: self.toggle_pause()))
         self.stop_button.on_click(self._guard(lambda _: self.stop()))
@@ -137,41 +154,86 @@ class DuetPlayer(w.VBox):
 
     # ---- settings -----------------------------------------------------------------------------------------
 
+    def _heads(self) -> tuple[str, ...]:
+        return tuple(head for head, box in (("informative_score", self.use_informative),
+                                            ("relevance_score", self.use_relevance)) if box.value)
+
     def settings(self) -> DuetSettings:
         """The controls as validated `DuetSettings`."""
-        heads = tuple(head for head, box in (("informative_score", self.use_informative),
-                                             ("relevance_score", self.use_relevance)) if box.value)
-        return self._base_settings.replace(mode=self.mode.value, score_heads=heads,
+        return self._base_settings.replace(mode=self.mode.value, score_heads=self._heads(),
                                            remove_assistant_turns=self.remove_replies.value == "yes",
-                                           reply_threshold=float(self.threshold.value),
+                                           reply_threshold=round(float(self.threshold.value), 4),
                                            fps=1.0 / float(self.interval.value))
 
     def _apply_settings(self, s: DuetSettings) -> None:
         self._base_settings = s
-        self.mode.value = s.mode
+        self._thresholds[s.mode] = s.reply_threshold
         self.use_informative.value = "informative_score" in s.score_heads
         self.use_relevance.value = "relevance_score" in s.score_heads
         self.remove_replies.value = "yes" if s.remove_assistant_turns else "no"
-        self.threshold.value = s.reply_threshold
         self.interval.value = 1.0 / s.fps
+        if self.mode.value == s.mode:
+            self._range_threshold()
+        self.mode.value = s.mode  # its observer ranges the slider and sets the mode's threshold
+
+    def _range_threshold(self) -> None:
+        """Range, step, label and value of the threshold slider for the current mode and heads."""
+        control = threshold_control(self.mode.value, max(len(self._heads()), 1))
+        value = min(max(self._thresholds.get(control.mode, control.default), control.low), control.high)
+        self._adjusting = True
+        try:
+            with self.threshold.hold_trait_notifications():
+                self.threshold.min, self.threshold.max = control.low, control.high
+                self.threshold.step, self.threshold.value = control.step, value
+        finally:
+            self._adjusting = False
+        self.threshold_label.value = f"<span style='font-size:13px'>Threshold ({control.unit})</span>"
+        self.rule.value = mode_rule_html(control.mode)
+
+    def _on_mode(self, change) -> None:
+        self._range_threshold()
+
+    def _on_threshold(self, change) -> None:
+        if not self._adjusting:
+            self._thresholds[self.mode.value] = float(change["new"])
+
+    def _on_heads(self, change) -> None:
+        if self.mode.value == "prob":  # one probability per head: the range follows the number of heads
+            self._range_threshold()
+
+    def _show_video(self, path: Path, label: str | None = None) -> str:
+        """Register a file under the name the video box shows for it (its file name, not its folders)."""
+        shown = label or path.name
+        while shown in self._videos and self._videos[shown] != path:
+            shown = f"{shown} (another)"
+        self._videos[shown] = path
+        return shown
+
+    def video_file(self) -> Path | None:
+        """The file the video box names: an example, an upload, or a path typed in."""
+        text = self.video_path.value.strip()
+        if not text:
+            return None
+        return self._videos.get(text, Path(text).expanduser())
 
     def _apply_example(self, example: DemoExample) -> None:
-        self.video_path.value = _shown_path(example.video)
+        self.video_path.value = self._show_video(example.video)
         self.message.value = example.message
         self._apply_settings(example.settings)
 
-    def _on_example(self, name: str) -> None:
-        example = next((e for e in self.examples if e.name == name), None)
+    def _on_example(self, change) -> None:
+        example = next((e for e in self.examples if e.name == change["new"]), None)
         if example is not None:
             self._apply_example(example)
 
-    def _on_upload(self, files) -> None:
+    def _on_upload(self, change) -> None:
+        files = change["new"]
         if not files:
             return
         item = files[0]
         path = self.upload_dir / Path(item["name"]).name
         path.write_bytes(bytes(item["content"]))
-        self.video_path.value = str(path)
+        self.video_path.value = self._show_video(path, f"{path.name} (uploaded)")
         self.upload.value = ()  # the bytes live on disk, not in the widget state
 
     # ---- running ------------------------------------------------------------------------------------------
@@ -182,13 +244,14 @@ class DuetPlayer(w.VBox):
         self.stop()
         self.error.value, self.last_error = "", None
         settings = self.settings()
-        video = self.video_path.value.strip()
-        if not video:
+        video = self.video_file()
+        if video is None:
             raise ValueError("choose a video: an example, a file path or an upload")
-        if not Path(video).is_file():
-            raise FileNotFoundError(f"{video}: no such video file")
+        if not video.is_file():
+            raise FileNotFoundError(f"{self.video_path.value.strip()}: no such video file")
         self._set_state("loading")
         self.playback = DuetPlayback(self.model, self.tokenizer, video, settings)
+        self.step_seconds = []
         self._paused = False
         self._set_running(True)
         if self.message.value.strip():
@@ -208,9 +271,8 @@ class DuetPlayer(w.VBox):
                 if self._paused:
                     await asyncio.sleep(0.05)
                     continue
-                started = time.perf_counter()
                 self.step()
-                wait = 1.0 / self.playback.settings.fps - (time.perf_counter() - started) if self.realtime else 0
+                wait = 1.0 / self.playback.settings.fps - self.step_seconds[-1] if self.realtime else 0
                 await asyncio.sleep(max(wait, 0.0))
         except Exception as exc:  # noqa: BLE001
             self._show_error(exc)
@@ -221,11 +283,19 @@ class DuetPlayer(w.VBox):
         """Feed up to `frames` frames now and update the displays."""
         if self.playback is None:
             raise RuntimeError("press Start (or call start()) first")
-        records = [r for r in (self.playback.step() for _ in range(frames)) if r is not None]
-        if self.playback.finished:
-            self._set_running(False)
-            self._set_state("finished")
-        self._render()
+        records = []
+        for _ in range(frames):
+            started = time.perf_counter()
+            record = self.playback.step()
+            if record is None:
+                break
+            records.append(record)
+            if self.playback.finished:
+                self._set_running(False)
+                self._set_state("finished")
+            self._render(plot=self.playback.finished or time.perf_counter() - self._plotted_at >= PLOT_EVERY_S)
+            self.step_seconds.append(time.perf_counter() - started)
+        self.pace.value = pace_html(self.step_seconds, 1.0 / self.playback.settings.fps)
         return records
 
     def toggle_pause(self) -> None:
@@ -235,6 +305,7 @@ class DuetPlayer(w.VBox):
         self.pause_button.description = RESUME if self._paused else PAUSE
         self.pause_button.icon = "play" if self._paused else "pause"
         self._set_state("paused" if self._paused else "playing")
+        self._render()
 
     def stop(self) -> None:
         """End the run; the last frame, scores and chat stay visible until the next Start."""
@@ -243,6 +314,7 @@ class DuetPlayer(w.VBox):
         self._task = None
         if self.playback is not None and self.state in ("playing", "paused", "loading"):
             self._set_state("stopped")
+            self._render()
         self._paused = False
         self._set_running(False)
 
@@ -270,27 +342,27 @@ class DuetPlayer(w.VBox):
         self.state = state
         self.status.value = status_html(self.playback, state)
 
-    def _render(self) -> None:
+    def _render(self, plot: bool = True) -> None:
+        """Status, chat and frame; the score plot too unless `plot` is False (it costs the most to draw)."""
         pb = self.playback
         self.status.value = status_html(pb, self.state)
         self.chat.value = chat_html(pb.chat if pb else [])
         if pb is None:
+            self.frame_image.value = placeholder_png(FRAME_PLACEHOLDER, 360, 240)
+            self.plot.value = placeholder_png(PLOT_PLACEHOLDER, 640, 200)
+            self.pace.value = pace_html([], 1.0 / float(self.interval.value))
             return
         self.frame_image.value = png_bytes(pb.current_frame(), max_side=480)
-        fig = score_timeline(pb.steps, pb.settings, duration=pb.duration, size=(6.4, 2.8))
-        self.plot.value = png_bytes(fig)
+        if pb.steps and plot:
+            fig = score_timeline(pb.steps, pb.settings, duration=pb.duration, size=(6.4, 2.8))
+            self.plot.value = png_bytes(fig)
+            self._plotted_at = time.perf_counter()
 
     def to_static(self) -> str:
         """The session so far as self-contained HTML (exported reports have no kernel for the widgets)."""
         if self.playback is None:
             return "<p>No session yet: press Start.</p>"
         return static_html(self.playback)
-
-
-def _shown_path(path: str | Path) -> str:
-    """A path relative to the working directory when it is near (what a screenshot or a shared notebook shows)."""
-    relative = os.path.relpath(path)
-    return relative if not relative.startswith(os.path.join(os.pardir, os.pardir)) else str(path)
 
 
 __all__ = ["DuetPlayer"]

@@ -33,12 +33,12 @@ class ModeInfo:
 
 
 MODES: dict[str, ModeInfo] = {
-    "prob": ModeInfo("single-frame score", "reply when this frame's score s > threshold (s = sum of the chosen heads' "
-                     "probabilities)", "probability", (0.0, 1.0), 0.5),
-    "sum": ModeInfo("sum score", "reply when the scores summed since the last reply exceed the threshold; the sum "
-                    "then restarts at 0", "summed score", (0.0, 5.0), 2.0),
-    "z": ModeInfo("z-score", "reply when s > mean + threshold x std of the previous scores (silent while they "
-                  "settle)", "standard deviations", (0.0, 4.0), 1.0),
+    "prob": ModeInfo("single-frame score", "reply at frame t when s(t) > threshold, where s(t) is the chosen heads' "
+                     "probabilities at t, summed", "probability", (0.0, 1.0), 0.5),
+    "sum": ModeInfo("sum score", "reply when s(a+1) + ... + s(t) > threshold, summing the scores since the last "
+                    "reply a; the sum then restarts at 0", "summed score", (0.0, 5.0), 1.5),
+    "z": ModeInfo("z-score", "reply when s(t) > mean + threshold x std of the recent scores (population std; "
+                  "silent while they settle)", "standard deviations", (0.0, 4.0), 1.0),
     "never": ModeInfo("never reply", "never reply: only the per-frame scores are recorded (grounding, highlights)"),
 }
 

@@ -1,6 +1,6 @@
 """The toy world: synthetic videos of coloured shapes, small enough to train MMDuet on a CPU, with annotations in
 every format the package reads. `world` generates it (a pure function of the seed), `store` writes and finds it on
-disk; scoring a model on it lives beside the runner (`mmduet_core.toyeval`)."""
+disk; scoring a model on it lives beside the runner (`mmduet_core.run.toyeval`)."""
 
 from .store import (
            SPLITS,
