@@ -19,6 +19,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -149,20 +150,40 @@ def resized_shape(height: int, width: int, resolution: int) -> tuple[int, int]:
     return resolution, int(width / height * resolution)
 
 
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """One torch thread in the calling thread, the caller's setting restored after. With OpenMP (the default
+    build) the setting is per thread, so other threads (the model's) keep theirs."""
+    if not torch.backends.openmp.is_available():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def resize_and_pad(frames: torch.Tensor, resolution: int) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> uint8 (T, 3, R, R): bilinear resize (OpenCV's INTER_LINEAR geometry, half-pixel
-    centres, no antialiasing) of the long side to R, then black padding split //2 and (+1)//2."""
+    centres, no antialiasing) of the long side to R, then black padding split //2 and (+1)//2.
+
+    Runs on one torch thread: torch's bilinear kernel rounds a few pixels differently (by 1) with 2 threads than
+    with 1 for some sizes, so frames would depend on the machine's core count; and these small tensors gain
+    nothing from more threads, only synchronisation (about 4x slower with 2 threads on a busy 2-core machine)."""
     t, h, w, _ = frames.shape
     x = frames.permute(0, 3, 1, 2)  # (T, 3, H, W)
     if (h, w) == (resolution, resolution):
         return x.contiguous()
     new_h, new_w = resized_shape(h, w, resolution)
-    if (new_h, new_w) != (h, w):
-        x = F.interpolate(x.float(), size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
-        x = x.round_().clamp_(0, 255).to(torch.uint8)
-    top, left = (resolution - new_h) // 2, (resolution - new_w) // 2
-    bottom, right = resolution - new_h - top, resolution - new_w - left
-    return F.pad(x, (left, right, top, bottom), value=0)  # (T, 3, R, R)
+    with _one_torch_thread():
+        if (new_h, new_w) != (h, w):
+            x = F.interpolate(x.float(), size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
+            x = x.round_().clamp_(0, 255).to(torch.uint8)
+        top, left = (resolution - new_h) // 2, (resolution - new_w) // 2
+        bottom, right = resolution - new_h - top, resolution - new_w - left
+        return F.pad(x, (left, right, top, bottom), value=0)  # (T, 3, R, R)
 
 
 # ---- decoding -----------------------------------------------------------------------------------------------
@@ -207,7 +228,7 @@ def _pick_backend(backend: str) -> str:
     if backend == "auto":  # PyAV: flat memory in video length, and no slower than decord reading in order
         return "pyav"
     if backend not in ("decord", "pyav"):
-        raise ValueError(f"unknown video backend {backend!r} (decord, pyav or auto)")
+        raise InputError(f"unknown video backend {backend!r} (decord, pyav or auto)")
     return backend
 
 
@@ -242,47 +263,99 @@ def _decode_pyav(path: Path, indices: np.ndarray, reader=None) -> Iterator[np.nd
                     break
 
 
+def _prefetch(frames: Iterator[np.ndarray], depth: int = 4) -> Iterator[np.ndarray]:
+    """`frames`, decoded in a background thread at most `depth` frames ahead: the decoder (which releases the
+    GIL) works on the next frames while the caller resizes the last ones. Errors are re-raised here."""
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                while not stop.is_set():
+                    try:
+                        box.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(end)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            box.put(exc)
+
+    worker = threading.Thread(target=produce, name="video-decode", daemon=True)
+    worker.start()
+    try:
+        while (item := box.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _check_fps(path: Path, fps) -> None:
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps < 0:
         raise InputError(f"{path}: fps must be a finite number > 0, or 0 to spread max_frames over the video; "
                          f"got {fps!r}")
 
 
+RESIZE_BATCH_MB = 8  # float32 input of one resize call: a few frames at once, so memory stays bounded
+
+
 def read_video(path: str | Path, fps: float = 2.0, max_frames: int | None = 400, resolution: int = 384,
                rule: FrameCountRule = "ceil", keep_original: bool = False, backend: str = "auto") -> Clip:
     """Decode the frames upstream would feed the model.
 
-    fps: sampling rate; 0 spreads `max_frames` over the whole video. Above the video's own rate, the video's
-    frames are used at their own times and `Clip.fps` is the video's rate (see `source_indices`). rule: "ceil"
-    frame count (benchmark inference) or "floor" (demo and training). keep_original: also return the decoded
-    frames at their original size (for display). Long videos are truncated at `max_frames`, as upstream.
+    fps: sampling rate; 0 spreads `max_frames` over the whole video; negative, NaN or infinite is an
+    `InputError`. Above the video's own rate, the video's frames are used at their own times and `Clip.fps` is
+    the video's rate (see `source_indices`). rule: "ceil" frame count (benchmark inference) or "floor" (demo and
+    training). keep_original: also return the decoded frames at their original size (for display). Long videos
+    are truncated at `max_frames`, as upstream.
 
-    Memory: the selected frames (T x 3 x R x R bytes, allocated once) plus one decoded frame at a time, whatever
-    the video's length.
+    Memory: the selected frames (T x 3 x R x R bytes, allocated once) plus a few decoded frames in flight
+    (resized `RESIZE_BATCH_MB` of float pixels at a time), whatever the video's length.
     """
     path = Path(path)
     _check_fps(path, fps)
+    if fps == 0 and not max_frames:
+        raise InputError(f"{path}: fps 0 spreads max_frames over the video, so it needs max_frames, not {max_frames!r}")
     backend = _pick_backend(backend)
     info, reader = _open(path, backend)
     if info.fps <= 0 or info.frame_count <= 0:
         raise VideoError(f"{path}: no frames or no frame rate in the container (fps {info.fps}, {info.frame_count} frames)")
-    if fps == 0 and not max_frames:
-        raise InputError(f"{path}: fps 0 spreads max_frames over the video, so it needs max_frames, not {max_frames!r}")
     indices, used_fps = source_indices(info.frame_count, info.fps, fps, max_frames, rule)
     if len(indices) == 0:
         raise VideoError(f"{path}: shorter than one frame interval ({info.duration:.3f} s at {used_fps:g} fps)")
     decode = _decode_decord if backend == "decord" else _decode_pyav
     out = torch.empty(len(indices), 3, resolution, resolution, dtype=torch.uint8)  # (T, 3, R, R), filled in place
     originals: list[np.ndarray] | None = [] if keep_original else None
+    pending: list[np.ndarray] = []  # decoded, not yet resized: one resize call per few frames is much cheaper
     done = 0
+
+    def flush() -> int:
+        out[done:done + len(pending)] = resize_and_pad(torch.from_numpy(np.stack(pending)), resolution)
+        n = len(pending)
+        pending.clear()
+        return n
+
     try:
-        for frame in decode(path, indices, reader):
-            out[done] = resize_and_pad(torch.from_numpy(frame)[None], resolution)[0]
-            done += 1
+        for frame in _prefetch(decode(path, indices, reader)):
+            pending.append(frame)
             if originals is not None:
                 originals.append(frame)
+            if len(pending) * frame.nbytes * 4 >= RESIZE_BATCH_MB * 2**20 or len(pending) == 8:
+                done += flush()
+        if pending:
+            done += flush()
     except Exception as exc:  # noqa: BLE001 - a damaged or truncated file: one line naming it
-        raise VideoError(f"{path}: decoding failed after {done} of {len(indices)} selected frames "
+        raise VideoError(f"{path}: decoding failed after {done + len(pending)} of {len(indices)} selected frames "
                          f"({type(exc).__name__}: {str(exc).strip()[:160]})") from exc
     if done < len(indices):  # truncated file: fewer decodable frames than the header says
         raise VideoError(f"{path}: truncated, {done} of {len(indices)} selected frames decodable")
@@ -333,7 +406,7 @@ def build_metadata(video_root: str | Path, cache_path: str | Path | None = None,
             result[rel] = entry
     result = dict(sorted(result.items()))
     if result != cached:
-        tmp = cache_path.with_suffix(".json.tmp")
+        tmp = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.tmp")  # one per process: ranks may race
         tmp.write_text(json.dumps(result, indent=1))
         os.replace(tmp, cache_path)
     return result

@@ -149,6 +149,17 @@ def _paragraph_scores(scorers: CaptionScorers, preds: dict, gold: dict) -> dict[
             "Para_METEOR": float(np.nan_to_num(scorers.meteor.compute_score(gts, res)[0]))}
 
 
+def _prefetch_meteor(scorers: CaptionScorers, tokens: dict, preds: dict, gold: dict, plan: dict) -> None:
+    """Every METEOR call the evaluation makes, computed in two exchanges with Java (the per-video loops then read
+    memoised results): the caption pairs of each video and threshold, SODA's pairs, the paragraphs."""
+    calls = [[(tokens[p], [tokens[g]]) for p, g in pairs] for v in plan for pairs in plan[v] if pairs]
+    calls.append([(_letters_only(". ".join(p["sentence"] for p in preds[v])), [_letters_only(gold[v]["paragraph"])])
+                  for v in preds])
+    soda = [(tokens[g], tokens[p["sentence"]]) for v in preds if preds[v] and gold[v]["timestamps"]
+            for g in gold[v]["sentences"] for p in preds[v]]
+    scorers.meteor.prefetch(calls, soda)
+
+
 # ---- the evaluation -----------------------------------------------------------------------------------------
 
 def evaluate_dvc(pred: str | Path, gold: str | Path, first_caption: FirstCaption = "drop", seed: int = 0,
@@ -172,6 +183,7 @@ def evaluate_dvc(pred: str | Path, gold: str | Path, first_caption: FirstCaption
     texts = {t for v in videos for pairs in plan[v] for pair in pairs for t in pair}
     texts |= {p["sentence"] for v in videos for p in preds[v]} | {s for v in videos for s in gold_all[v]["sentences"]}
     tokens = scorers.tokenize(texts)
+    _prefetch_meteor(scorers, tokens, preds, gold_all, plan)
     per_video = [_video_scores(scorers, tokens, preds[v], gold_all[v], plan[v], thresholds, soda_pairing)
                  for v in videos]
     exact = {k: sequence_mean([scores[k] for scores in per_video]) * 100 for k in per_video[0]}

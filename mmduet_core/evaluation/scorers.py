@@ -171,13 +171,38 @@ class Meteor:
 
     def evaluate(self, stats: Sequence[str]) -> tuple[float, list[float]]:
         """(aggregate, per-line scores) of statistics lines, as one METEOR `EVAL` call returns them."""
-        agg_key = hashlib.sha1("\n".join(stats).encode()).hexdigest()
-        if agg_key not in self.cache.aggregates or any(s not in self.cache.scores for s in stats):
+        agg_key = _aggregate_key(stats)
+        if not self._known(stats):
             out = self._exchange(["EVAL ||| " + " ||| ".join(stats)], len(stats) + 1)
             for line, value in zip(stats, out[:-1], strict=True):
                 self.cache.add("p", line, float(value))
             self.cache.add("a", agg_key, float(out[-1]))
         return self.cache.aggregates[agg_key], [self.cache.scores[s] for s in stats]
+
+    def prefetch(self, calls: Sequence[Sequence[tuple[str, Sequence[str]]]], pairs: Sequence[tuple[str, str]] = ()
+                 ) -> None:
+        """Memoise what `compute_score` would compute for each call of (hypothesis, references) pairs, and what
+        `pair_scores` would for `pairs`, in two exchanges with Java (statistics, then every EVAL at once) instead
+        of one per call: an evaluation's many small calls cost one round trip."""
+        with self.lock:
+            sizes = [len(call) for call in calls]
+            stats = self.statistics([pair for call in calls for pair in call] + [(h, [r]) for h, r in pairs])
+            per_call, start = [], 0
+            for size in sizes:
+                per_call.append(stats[start:start + size])
+                start += size
+            singles = [[s] for s in dict.fromkeys(stats[start:]) if s not in self.cache.scores]
+            todo = [s for s in per_call if s and not self._known(s)] + singles
+            lines = ["EVAL ||| " + " ||| ".join(s) for s in todo]
+            out = self._exchange(lines, sum(len(s) + 1 for s in todo)) if todo else []
+            for s in todo:
+                answer, out = out[: len(s) + 1], out[len(s) + 1:]
+                for line, value in zip(s, answer[:-1], strict=True):
+                    self.cache.add("p", line, float(value))
+                self.cache.add("a", _aggregate_key(s), float(answer[-1]))
+
+    def _known(self, stats: Sequence[str]) -> bool:
+        return _aggregate_key(stats) in self.cache.aggregates and all(s in self.cache.scores for s in stats)
 
     # -- the two uses ---------------------------------------------------------------------------------------
     def compute_score(self, gts: dict, res: dict) -> tuple[float, list[float]]:
@@ -209,6 +234,10 @@ def _one_line(text: str) -> str:
 def _clean(hypothesis: str) -> str:
     """pycocoevalcap's hypothesis clean-up (no field separators, no double spaces)."""
     return _one_line(hypothesis).replace("|||", "").replace("  ", " ")
+
+
+def _aggregate_key(stats: Sequence[str]) -> str:
+    return hashlib.sha1("\n".join(stats).encode()).hexdigest()
 
 
 def _pair_key(hypothesis: str, references: Sequence[str]) -> str:

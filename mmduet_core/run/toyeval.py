@@ -8,14 +8,14 @@ import math
 import tempfile
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 from ..evaluation.dvc import evaluate_dvc
 from ..evaluation.grounding import evaluate_grounding
 from ..evaluation.highlight import evaluate_highlight
 from ..evaluation.magqa import evaluate_magqa
-from .benchmark import PRESETS, run_benchmark
 from ..toyworld.store import load_split
 from ..toyworld.world import OBJECT_AREA, TOY_FPS, on_screen
+from .benchmark import PRESETS, run_benchmark
 
 TOY_GROUNDING = {"window": 2, "threshold": 0.5}  # the toy table's grounding setting (upstream's Charades script)
 TOY_HIGHLIGHT_WINDOW = 2

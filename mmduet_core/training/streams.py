@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from ..data.prompts import DVC_INSTRUCTIONS, GROUNDING_TEMPLATES
+from ..errors import InputError
 from ..model import IGNORE_INDEX
 from ..model.template import DEFAULT_SYSTEM_PROMPT, learn_ranges, render
 from ..video import VideoError, build_metadata, read_video
@@ -325,7 +326,7 @@ def build_mixture(config: list[dict] | str | Path, tokenizer, root: str | Path =
         entry = dict(entry)
         cls = DATASET_CLASSES.get(entry.pop("class"))
         if cls is None:
-            raise ValueError(f"unknown dataset class; one of {', '.join(DATASET_CLASSES)}")
+            raise InputError(f"unknown dataset class; one of {', '.join(DATASET_CLASSES)}")
         for key in ("video_root", "anno_file", "metadata_path"):
             if key in entry and entry[key] is not None:
                 entry[key] = root / entry[key]

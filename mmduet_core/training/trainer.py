@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from ..errors import InputError
 from ..model import DuetModel
 from ..model.checkpoint import OUR_LORA_TARGETS, save_model, tiny_config
 from ..model.template import train_tokenizer
@@ -55,7 +57,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.learning_rate <= 0 or self.batch_size < 1 or self.grad_accumulation < 1:
-            raise ValueError("learning_rate > 0, batch_size >= 1 and grad_accumulation >= 1 are required")
+            raise InputError("learning_rate > 0, batch_size >= 1 and grad_accumulation >= 1 are required")
 
 
 def prepare_model(model: DuetModel, config: TrainConfig):
@@ -75,7 +77,8 @@ def prepare_model(model: DuetModel, config: TrainConfig):
 
 
 class LossHistory(TrainerCallback):
-    """Keeps every logged step (loss, lm_loss, video_loss, lr) and writes loss_history.json."""
+    """Keeps every logged step (loss, lm_loss, video_loss, lr) and writes loss_history.json (the main process
+    only; the losses logged are already averaged over processes)."""
 
     def __init__(self, out_dir: Path):
         self.out_dir, self.rows = Path(out_dir), []
@@ -83,8 +86,9 @@ class LossHistory(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.rows.append({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, int | float)}})
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "loss_history.json").write_text(json.dumps(self.rows, indent=1))
+            if state.is_world_process_zero:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                (self.out_dir / "loss_history.json").write_text(json.dumps(self.rows, indent=1))
 
 
 class DuetTrainer(Trainer):
@@ -93,14 +97,21 @@ class DuetTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._parts = {"lm_loss": [], "video_loss": []}
+        # The model's forward takes **kwargs, so the Trainer would assume it normalises the loss by the tokens of
+        # the whole accumulated batch and skip dividing by the accumulation steps; `compute_loss` returns each
+        # micro-batch's mean, so it must divide (else gradient accumulation multiplies gradients and logged losses).
+        self.model_accepts_loss_kwargs = False
 
     def _get_train_sampler(self, train_dataset=None):
-        """Batches of similar length (less padding) when several examples share a batch."""
+        """Batches of similar length (less padding) when several examples share a batch. Groups are one global
+        batch (all processes, all accumulation steps), so the examples of a step do not depend on how it is
+        split over processes: 2 processes x batch B see what 1 process x B with 2 accumulation steps sees."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = example_lengths(dataset)
         if lengths is None or self.args.per_device_train_batch_size == 1:
             return super()._get_train_sampler(train_dataset)
-        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+        group = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        return LengthGroupedSampler(group, lengths=lengths)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -111,10 +122,12 @@ class DuetTrainer(Trainer):
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs, *args, **kwargs):
-        for key, values in self._parts.items():
-            if values and "loss" in logs:
-                logs[key] = round(sum(values) / len(values), 4)
-                values.clear()
+        if "loss" in logs:  # a training log: every process is here, so the parts are averaged over processes
+            for key, values in self._parts.items():
+                if values:
+                    local = torch.tensor(sum(values) / len(values), device=self.args.device)
+                    logs[key] = round(float(self.accelerator.reduce(local, reduction="mean")), 4)
+                    values.clear()
         super().log(logs, *args, **kwargs)
 
 
@@ -125,15 +138,24 @@ CHECKPOINTING = ("activation_checkpointing" if "activation_checkpointing" in Tra
 
 def train(model: DuetModel, tokenizer, dataset, out_dir: str | Path, config: TrainConfig,
           resume: bool = True, progress: bool = True) -> dict:
-    """Train and save (adapter + heads + projector for LoRA; the whole model otherwise). Returns the log."""
+    """Train and save (adapter + heads + projector for LoRA; the whole model otherwise). Returns the log.
+
+    Several processes (`accelerate launch --multi_gpu --num_processes N -m mmduet_core train ...`; on a machine
+    without GPUs the same command runs N CPU processes over gloo) each take `batch_size` examples per step with
+    gradients averaged, so a step sees N x batch_size x grad_accumulation examples; the main process alone writes
+    the checkpoint and the loss history.
+    """
+    check_launch()
     out_dir = Path(out_dir)
     cuda = torch.cuda.is_available()
     net = prepare_model(model, config)
+    # a run shorter than one logging interval logs every step (else it would log nothing but the summary)
+    logging_steps = 1 if 0 < config.max_steps <= config.logging_steps else config.logging_steps
     args = TrainingArguments(
         output_dir=str(out_dir), per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accumulation, learning_rate=config.learning_rate,
         num_train_epochs=config.epochs, max_steps=config.max_steps, lr_scheduler_type=config.scheduler,
-        warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, logging_steps=config.logging_steps,
+        warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, logging_steps=logging_steps,
         save_steps=config.save_steps, save_total_limit=config.save_total_limit, seed=config.seed,
         bf16=cuda and torch.cuda.is_bf16_supported(), tf32=cuda or None,
         **{CHECKPOINTING: config.gradient_checkpointing and cuda,
@@ -145,8 +167,29 @@ def train(model: DuetModel, tokenizer, dataset, out_dir: str | Path, config: Tra
                           data_collator=DuetCollator(tokenizer, model.frame_num_tokens), callbacks=[history])
     last = _last_checkpoint(out_dir) if resume else None
     trainer.train(resume_from_checkpoint=str(last) if last else None)
-    save_model(trainer.model, tokenizer, out_dir / "final")
-    return {"steps": trainer.state.global_step, "history": history.rows, "saved": str(out_dir / "final")}
+    if trainer.is_world_process_zero():
+        save_model(trainer.model, tokenizer, out_dir / "final")
+    trainer.accelerator.wait_for_everyone()  # the checkpoint is complete before any process reads or returns it
+    return {"steps": trainer.state.global_step, "history": history.rows, "saved": str(out_dir / "final"),
+            "processes": trainer.args.world_size}
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a distributed run (or the only process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_launch() -> None:
+    """Refuse `accelerate launch --cpu --num_processes N` (N > 1): accelerate then starts one process, not N (it
+    runs several CPU processes only through mpirun), and training would silently use one process's batch."""
+    env = os.environ
+    one_of_many = (env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") and "MASTER_ADDR" in env
+                   and "WORLD_SIZE" not in env
+                   and not any(k in env for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")))
+    if one_of_many:
+        raise InputError("accelerate launch --cpu --num_processes N starts a single process (accelerate runs "
+                           "several CPU processes only with mpirun); for N CPU processes use `accelerate launch "
+                           "--multi_gpu --num_processes N` (gloo), or drop --num_processes for one process")
 
 
 def _last_checkpoint(out_dir: Path) -> Path | None:
@@ -199,7 +242,8 @@ def train_toy(world: str | Path, out_dir: str | Path, config: TrainConfig = TOY_
     result = train(model, tokenizer, dataset, out_dir, config, progress=progress)
     offset = history[-1]["step"] if history else 0
     result["history"] = history + [{**row, "step": row["step"] + offset, "stage": "mixture"} for row in result["history"]]
-    (out_dir / "loss_history.json").write_text(json.dumps(result["history"], indent=1))
-    (Path(result["saved"]) / "loss_history.json").write_text(json.dumps(result["history"], indent=1))
+    if _is_main_process():
+        (out_dir / "loss_history.json").write_text(json.dumps(result["history"], indent=1))
+        (Path(result["saved"]) / "loss_history.json").write_text(json.dumps(result["history"], indent=1))
     result["examples"] = len(dataset)
     return result
