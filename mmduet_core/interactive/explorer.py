@@ -77,10 +77,12 @@ from ..evaluation.records import (
 )
 from ..evaluation.scorers import shared_scorers
 from ..plots import GOLD, INFORMATIVE, RELEVANCE
-from ..runner import PRESETS, settings_path
+from ..run.benchmark import PRESETS
+from ..run.outputs import settings_path
 from ..stream import HEADS, MODES, DuetSettings, policy_trace
 from .demo import mode_rule_html, threshold_control
 from .svg import Canvas, Panel, colour_bar, heatmap_cells
+from .widgets import range_threshold_slider
 
 GROUNDING_KEYS = ("mIoU", "R@0.3", "R@0.5", "R@0.7")
 HIGHLIGHT_KEYS = tuple(f"HL-min-{level}-{kind}" for level in ("Fair", "Good", "VeryGood") for kind in ("mAP", "Hit1"))
@@ -638,13 +640,10 @@ class PolicyExplorer(w.VBox):
     def _range_threshold(self) -> None:
         """Dense captioning: the threshold slider takes the reply mode's range and step, and the threshold last
         used in that mode (at first its default)."""
-        control = threshold_control(self.mode.value, len(HEAD_CHOICES[self.heads.value]))
-        value = min(max(self._thresholds.get(control.mode, control.default), control.low), control.high)
         self._adjusting = True
         try:
-            with self.threshold.hold_trait_notifications():
-                self.threshold.min, self.threshold.max = control.low, control.high
-                self.threshold.step, self.threshold.value = control.step, value
+            control = range_threshold_slider(self.threshold, self.mode.value, len(HEAD_CHOICES[self.heads.value]),
+                                             self._thresholds)
         finally:
             self._adjusting = False
         self.threshold.description = "Threshold"

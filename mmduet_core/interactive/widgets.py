@@ -44,6 +44,17 @@ FRAME_PLACEHOLDER = "Press Start:\nthe current frame appears here"
 PLOT_PLACEHOLDER = "The scores of every frame, the threshold\nand the replies are drawn here while the video plays"
 
 
+def range_threshold_slider(slider: w.FloatSlider, mode: str, heads: int, remembered: dict[str, float]):
+    """Give `slider` the reply mode's range and step, and the threshold last used in that mode (at first the
+    mode's default); returns the mode's `ThresholdControl`."""
+    control = threshold_control(mode, heads)
+    value = min(max(remembered.get(control.mode, control.default), control.low), control.high)
+    with slider.hold_trait_notifications():
+        slider.min, slider.max = control.low, control.high
+        slider.step, slider.value = control.step, value
+    return control
+
+
 class DuetPlayer(w.VBox):
     """Video, settings, Start / Pause / Stop, the current frame, live scores, the chat and a message box."""
 
@@ -178,13 +189,10 @@ class DuetPlayer(w.VBox):
 
     def _range_threshold(self) -> None:
         """Range, step, label and value of the threshold slider for the current mode and heads."""
-        control = threshold_control(self.mode.value, max(len(self._heads()), 1))
-        value = min(max(self._thresholds.get(control.mode, control.default), control.low), control.high)
         self._adjusting = True
         try:
-            with self.threshold.hold_trait_notifications():
-                self.threshold.min, self.threshold.max = control.low, control.high
-                self.threshold.step, self.threshold.value = control.step, value
+            control = range_threshold_slider(self.threshold, self.mode.value, max(len(self._heads()), 1),
+                                             self._thresholds)
         finally:
             self._adjusting = False
         self.threshold_label.value = f"<span style='font-size:13px'>Threshold ({control.unit})</span>"
