@@ -103,31 +103,33 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_infer(args) -> int:
-    from . import runner
     from .model.checkpoint import load_model, resolve_device, resolve_dtype
+    from .run.benchmark import check_video_root, get_preset, load_examples, run_benchmark, summary_dict
+    from .run.launch import launch_state
+    from .run.outputs import check_output, check_resume, run_identity
 
     # every check that needs no model first: a bad option, file or folder costs no model load
-    preset = runner.get_preset(args.benchmark)
+    preset = get_preset(args.benchmark)
     settings = settings_from_args(preset.settings, args)
     device = resolve_device(args.device)
     dtype = str(resolve_dtype(args.dtype, device)).removeprefix("torch.")
-    runner.load_examples(args.data, preset.benchmark, args.limit)
-    runner.check_video_root(args.video_root)
-    runner.check_output(args.out)
+    load_examples(args.data, preset.benchmark, args.limit)
+    check_video_root(args.video_root)
+    check_output(args.out)
     if args.resume:
-        runner.check_resume(args.out, runner.run_identity(settings, preset.benchmark, args.model, args.adapter,
+        check_resume(args.out, run_identity(settings, preset.benchmark, args.model, args.adapter,
                                                           dtype))
-    state = runner.launch_state(cpu=device.startswith("cpu"))  # picks this process's GPU before the model moves there
+    state = launch_state(cpu=device.startswith("cpu"))  # picks this process's GPU before the model moves there
     main_process = state is None or state.is_main_process
     model, tokenizer = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=device)
     if main_process:
         print(f"loaded: {model.load_report}", file=sys.stderr)
-    summary = runner.run_benchmark(model, tokenizer, args.data, args.video_root, args.out, settings,
+    summary = run_benchmark(model, tokenizer, args.data, args.video_root, args.out, settings,
                                    resume=args.resume, limit=args.limit, benchmark=preset.benchmark,
                                    group_videos=args.group_videos)
     if not main_process:
         return 1 if summary.failed else 0
-    _print_json(runner.summary_dict(summary))
+    _print_json(summary_dict(summary))
     if summary.failed:
         tried = summary.written + summary.failed
         print(f"mmduet infer: {summary.failed} of {tried} examples failed ({summary.status}); why: "
@@ -256,6 +258,11 @@ def _cmd_toyeval(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    import contextlib
+
+    import torch
+
+    from .run.launch import is_main_process, launch_state
     from .training import TOY_TRAIN, TrainConfig, train_toy
 
     if args.toy:
@@ -265,9 +272,13 @@ def _cmd_train(args) -> int:
         from .toyworld import ensure_splits, install_samples
 
         world = Path(args.world)
-        ensure_splits(world, args.seed)  # a world made by a benchmark notebook has only its test split
+        state = launch_state(cpu=not torch.cuda.is_available())
+        with state.main_process_first() if state else contextlib.nullcontext():  # one process makes a missing world
+            ensure_splits(world, args.seed)  # a world made by a benchmark notebook has only its test split
         config = TrainConfig(**{**TOY_TRAIN.__dict__, **({"epochs": args.epochs} if args.epochs else {})})
         result = train_toy(world, args.out, config, seed=args.seed, max_steps=args.max_steps)
+        if not is_main_process():
+            return 0
         if args.install:
             import shutil
 
@@ -285,7 +296,8 @@ def _cmd_train(args) -> int:
     config = TrainConfig(**({"epochs": args.epochs} if args.epochs else {}),
                          **({"max_steps": args.max_steps} if args.max_steps else {}), deepspeed=args.deepspeed)
     result = train(model, tokenizer, dataset, args.out, config)
-    _print_json({k: v for k, v in result.items() if k != "history"})
+    if is_main_process():
+        _print_json({k: v for k, v in result.items() if k != "history"})
     return 0
 
 

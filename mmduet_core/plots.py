@@ -1,7 +1,9 @@
-"""Figures shared by the notebooks and the reports (matplotlib, no display side effects: each returns a Figure)."""
+"""Figures shared by the notebooks and the reports (matplotlib, no display side effects: each returns a Figure,
+built without pyplot except `speed_bars`; show one with `IPython.display.display(fig)`)."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -64,6 +66,66 @@ def _reply_rule(ax, settings: DuetSettings, steps: Sequence[StepRecord], times: 
     return top
 
 
+def grounding_timeline(record: dict, gold_spans: Sequence[Sequence[float]], window: int, threshold: float,
+                       title: str | None = None, size: tuple[float, float] = (9, 3.2)) -> Figure:
+    """What the grounding evaluator does with one prediction record, drawn: the raw relevance score per frame, the
+    score it thresholds (centred moving average over [i - w, i + w], then min-max normalised: the evaluator's own
+    `smooth` and `minmax`), the threshold, the frames above it and their longest run (the predicted span), and the
+    gold span. The title gives the frame-set IoU the evaluator counts. The informative score plays no part."""
+    from .evaluation.grounding import frame_iou_loop, longest_run_span, minmax, smooth
+    from .evaluation.records import frame_scores
+
+    times, raw = frame_scores(record, "relevance_score")
+    normalised = minmax(smooth(raw[None, :], np.array([len(raw)]), window))[0]  # (N,), NaN when constant
+    with np.errstate(invalid="ignore"):
+        positive = normalised >= threshold
+    interval = float(np.median(np.diff(times))) if len(times) > 1 else 0.5
+    run = longest_run_span(times, positive, interval)
+    iou = frame_iou_loop(times, raw, gold_spans, window, threshold)
+    fig = Figure(figsize=size, dpi=100)
+    ax = fig.add_subplot()
+    for span in gold_spans:
+        ax.axvspan(span[0], span[1], color=GOLD, alpha=0.18, lw=0)
+    ax.plot([], [], color=GOLD, alpha=0.4, lw=8, label="gold span")
+    ax.plot(times, raw, color=RELEVANCE, lw=1, alpha=0.45, label="relevance (raw)")
+    ax.plot(times, normalised, color=RELEVANCE, lw=2, label=f"smoothed (w={window}), min-max normalised")
+    ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"threshold {threshold:g}")
+    if positive.any():
+        ax.plot(times[positive], np.full(int(positive.sum()), -0.07), "|", color="black", ms=9,
+                label="predicted frames (>= threshold)", clip_on=False)
+    if run:
+        ax.plot(run, [1.1, 1.1], color="black", lw=4, solid_capstyle="butt", label="predicted span (longest run)",
+                clip_on=False)
+    if not np.isfinite(normalised).any():
+        ax.text(0.5, 0.5, "constant score: no frame predicted", transform=ax.transAxes, ha="center")
+    ax.set_xlim(0, max(float(times[-1]) + interval, float(max((e for _, e in gold_spans), default=0.0))))
+    ax.set_ylim(-0.12, 1.18)
+    name = title or str(record.get("question_id"))
+    ax.set(xlabel="video time (s)", ylabel="score", title=f"{name}\nframe-set IoU {iou:.2f}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.grid(alpha=0.25)
+    fig.tight_layout()
+    return fig
+
+
+def frame_strip(clip, count: int = 10, title: str | None = None, height: float = 1.7) -> Figure:
+    """`count` frames spread evenly over a clip (`video.Clip`: frames (T, 3, R, R) uint8 and their times), each
+    with its time: the video as the model sees it (resized and padded)."""
+    frames = np.asarray(clip.frames)
+    times = clip.times
+    picks = sorted(set(np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int).tolist()))
+    fig = Figure(figsize=(min(1.25 * len(picks) + 0.3, 16), height + (0.3 if title else 0)), dpi=100)
+    axes = np.atleast_1d(fig.subplots(1, len(picks)))
+    for ax, k in zip(axes, picks, strict=True):
+        ax.imshow(frames[k].transpose(1, 2, 0))
+        ax.set_title(f"{times[k]:.1f} s", fontsize=8)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def sweep_heatmap(sweep: Sequence[dict], metric: str = "R@0.5", title: str | None = None) -> Figure:
     """Grounding sweep rows ({smooth_window_size, threshold, scores}) as a window x threshold heat map."""
     windows = sorted({r["smooth_window_size"] for r in sweep})
@@ -71,7 +133,8 @@ def sweep_heatmap(sweep: Sequence[dict], metric: str = "R@0.5", title: str | Non
     grid = np.full((len(windows), len(thresholds)), np.nan)
     for r in sweep:
         grid[windows.index(r["smooth_window_size"]), thresholds.index(r["threshold"])] = r["scores"][metric]
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    ax = fig.add_subplot()
     image = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis")
     ax.set_xticks(range(len(thresholds))[::2], [f"{t:.2f}" for t in thresholds][::2])
     ax.set_yticks(range(len(windows)), windows)
@@ -81,23 +144,43 @@ def sweep_heatmap(sweep: Sequence[dict], metric: str = "R@0.5", title: str | Non
     return fig
 
 
-def window_curve(rows: Sequence[tuple[int, float]], metric: str, paper: Sequence[tuple[int, float]] = (),
-                 title: str | None = None) -> Figure:
-    """A metric against the smoothing window, ours beside the paper's reported points."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    ax.plot([w for w, _ in rows], [v for _, v in rows], "o-", label="this run")
-    if paper:
-        ax.plot([w for w, _ in paper], [v for _, v in paper], "s--", color="grey", label="paper (7B)")
+def window_curve(rows: Sequence[tuple[int, float]], metric: str, run_label: str, paper=None,
+                 note: str | None = None, title: str | None = None) -> Figure:
+    """A metric against the smoothing window w for one run (a line: every w was measured), labelled `run_label`.
+
+    paper: the paper's stated values (`reports.paper.PaperPoints`: `.points`, `.table_point`, `.source`), drawn
+    as markers only, since the paper states no value between them; pass it only for a run on the same benchmark.
+    note: a sentence written under the plot, in the figure (e.g. why the paper's values are not drawn)."""
+    fig = Figure(figsize=(8, 4.2), dpi=100)
+    ax = fig.add_subplot()
+    ax.plot([w for w, _ in rows], [v for _, v in rows], "o-", color=INFORMATIVE, ms=4, label=run_label)
+    footer = []
+    if paper is not None:
+        ax.plot([w for w, _ in paper.points], [v for _, v in paper.points], "s", color="black", ms=6, ls="none",
+                label="paper, 7B: values it states (approximate)")
+        if paper.table_point:
+            ax.plot(*paper.table_point, "*", color=RELEVANCE, ms=12, ls="none",
+                    label=f"paper, 7B: Table 1 (w={paper.table_point[0]})")
+        footer.append(f"Paper values: {paper.source}; nothing is drawn between them.")
+    if note:
+        footer.append(note)
     ax.set(xlabel="smoothing window w", ylabel=f"{metric} (%)", title=title or metric)
-    ax.legend(frameon=False)
-    fig.tight_layout()
+    ax.set_xticks(range(0, 15))
+    ax.grid(alpha=0.25)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
+    text = "\n".join(textwrap.fill(line, 120) for line in footer)
+    if text:
+        fig.text(0.01, 0.01, text, fontsize=8, va="bottom",
+                 bbox={"boxstyle": "round", "facecolor": "#fff4d6" if note else "#f2f2f2", "edgecolor": "#bbbbbb"})
+    fig.tight_layout(rect=(0, 0.045 * (text.count("\n") + 1) + 0.02 if text else 0, 1, 1))
     return fig
 
 
 def caption_timeline(record: dict, gold: Sequence[dict], title: str | None = None) -> Figure:
     """Gold segments (bars, with their captions) above the model's replies (markers, with their text)."""
     replies = [t for t in record.get("model_response_list", []) if t.get("role") == "assistant"]
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.32 * (len(gold) + min(len(replies), 12))))
+    fig = Figure(figsize=(10, 1.2 + 0.32 * (len(gold) + min(len(replies), 12))), dpi=100)
+    ax = fig.add_subplot()
     for i, g in enumerate(gold):
         s, e = g["time"]
         ax.barh(i, e - s, left=s, color=GOLD, alpha=0.35)
@@ -109,7 +192,9 @@ def caption_timeline(record: dict, gold: Sequence[dict], title: str | None = Non
         ax.text(r["time"], y, "  " + r["content"], va="center", fontsize=8, color=INFORMATIVE)
     ax.set_yticks([])
     ax.invert_yaxis()
-    ax.set(xlabel="video time (s)", title=title or f"{record.get('question_id')}: gold (green) and replies (blue)")
+    more = f" (first 12 of {len(replies)} replies)" if len(replies) > 12 else ""
+    ax.set(xlabel="video time (s)",
+           title=(title or str(record.get("question_id"))) + f": gold (green) and replies (blue){more}")
     fig.tight_layout()
     return fig
 
@@ -122,13 +207,16 @@ def saliency_bars(pred: Sequence[float], gold_rows: dict, title: str | None = No
         if clip < n:
             gold[clip] = float(np.mean(scores))
     pred = np.asarray(pred[:n], dtype=float)
-    fig, ax = plt.subplots(figsize=(9, 2.6))
+    fig = Figure(figsize=(10, 2.6), dpi=100)
+    ax = fig.add_subplot()
     ax.bar(np.arange(n) * 2, gold, width=1.8, align="edge", color=GOLD, alpha=0.4, label="annotators (mean, 0-4)")
     ax2 = ax.twinx()
-    ax2.plot(np.arange(len(pred)) * 2 + 1, pred, "o-", color=RELEVANCE, ms=3, label="predicted saliency")
+    ax2.plot(np.arange(len(pred)) * 2 + 1, pred, "o-", color=RELEVANCE, ms=3, label="predicted clip saliency")
     ax.set(xlabel="video time (s)", ylabel="gold score", title=title or str(gold_rows.get("qid")))
     ax2.set_ylabel("predicted")
-    fig.legend(loc="upper right", fontsize=8, frameon=False)
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8,
+              frameon=False)
     fig.tight_layout()
     return fig
 
@@ -137,7 +225,8 @@ def loss_curves(rows: Sequence[dict], title: str | None = None, reference: Seque
                 reference_label: str = "shipped toy model") -> Figure:
     """LM loss and head (video) loss against the optimiser step, from a training log (`loss_history.json` rows);
     an optional second log drawn dashed for comparison."""
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+    fig = Figure(figsize=(8, 3.2), dpi=100)
+    ax = fig.add_subplot()
     for log, style, suffix in ((rows, "-", ""), (reference, "--", f" ({reference_label})")):
         for key, colour, name in (("lm_loss", INFORMATIVE, "LM loss"), ("video_loss", RELEVANCE, "head loss")):
             points = [(r["step"], r[key]) for r in log if key in r]
@@ -157,7 +246,8 @@ def training_labels(frames, informative: Sequence[int], relevance: Sequence[int]
     """One training example as the heads see it: frame thumbnails with their informative and relevance labels
     (1 positive, 0 negative, blank ignored)."""
     n = min(len(frames), max_frames)
-    fig, axes = plt.subplots(2, 1, figsize=(min(1 + 0.42 * n, 17), 2.4), height_ratios=(1.4, 1))
+    fig = Figure(figsize=(min(1 + 0.42 * n, 17), 2.4), dpi=100)
+    axes = fig.subplots(2, 1, height_ratios=(1.4, 1))
     strip = np.concatenate([np.asarray(frames[k]).transpose(1, 2, 0) for k in range(n)], axis=1)
     axes[0].imshow(strip)
     axes[0].set_axis_off()
@@ -176,18 +266,19 @@ def training_labels(frames, informative: Sequence[int], relevance: Sequence[int]
     return fig
 
 
-def duplicate_rates(rates: dict[str, float], band: tuple[float, float] | None = None,
+def duplicate_rates(rates: dict[str, float], band: tuple[float, float] | None = None, band_label: str = "",
                     title: str | None = None) -> Figure:
     """Share of replies that repeat an earlier reply of the same video, per run; an optional shaded band for
-    a published range."""
-    fig, ax = plt.subplots(figsize=(6.5, 0.6 + 0.45 * max(len(rates), 1)))
+    a published range (`band_label` says whose)."""
+    fig = Figure(figsize=(7.5, 0.9 + 0.45 * max(len(rates), 1)), dpi=100)
+    ax = fig.add_subplot()
     names = list(rates)
     ax.barh(names, [100 * rates[n] for n in names], color=INFORMATIVE, alpha=0.8)
     for y, n in enumerate(names):
         ax.text(100 * rates[n] + 1, y, f"{100 * rates[n]:.0f} %", va="center", fontsize=8)
     if band:
         ax.axvspan(100 * band[0], 100 * band[1], color="grey", alpha=0.15, lw=0,
-                   label=f"MMDuet 7B, later work: {100 * band[0]:.0f}-{100 * band[1]:.0f} %")
+                   label=f"{band_label}: {100 * band[0]:.0f}-{100 * band[1]:.0f} %".lstrip(": "))
         ax.legend(loc="lower right", fontsize=8, frameon=False)
     ax.set(xlim=(0, 105), xlabel="duplicate replies (%)", title=title or "duplicate-reply rate")
     ax.invert_yaxis()

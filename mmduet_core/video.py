@@ -273,20 +273,26 @@ def _prefetch(frames: Iterator[np.ndarray], depth: int = 4) -> Iterator[np.ndarr
     stop = threading.Event()
     end = object()
 
+    def put(item) -> bool:
+        """Hand one item over; False once the consumer has stopped (never blocks after that)."""
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for frame in frames:
-                while not stop.is_set():
-                    try:
-                        box.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(frame):
                     return
-            box.put(end)
+            put(end)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            box.put(exc)
+            put(exc)
+        finally:
+            getattr(frames, "close", lambda: None)()  # the decoder's file is closed in the thread that used it
 
     worker = threading.Thread(target=produce, name="video-decode", daemon=True)
     worker.start()

@@ -1,114 +1,149 @@
-"""The numbers a reproduction is held against: MMDuet's paper (arXiv 2411.17991 v2, identical to v1's Table 1),
-as data, with the setting of each. One home for them: notebooks and figures read them from here."""
+"""The numbers a reproduction is held against: MMDuet's paper (arXiv 2411.17991 v2; its Table 1 is v1's), as data,
+with the setting of each. One home for them: notebooks, tables and figures read them from here, and the
+sentence that compares a run with them is written here (`comparison_line`).
+
+A number of the paper is only ever put beside a run on the same benchmark with a real checkpoint; a toy-world run
+is labelled as such and its line says it is not comparable.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
+PAPER = "arXiv 2411.17991"
 SETTING = "zero-shot, 7B LLMs; MMDuet = LLaVA-OneVision-Qwen2-7B + LoRA + informative/relevance heads, one V100"
+
+# The benchmark (and split) each of upstream's presets stands for.
+BENCHMARKS = {"youcook2": "YouCook2 val", "magqa": "Shot2Story-MAGQA test", "charades": "Charades-STA test",
+              "qvh": "QVHighlights val"}
+
+# ---- Table 1 ------------------------------------------------------------------------------------------------
+
+# Our metric key -> (benchmark, the paper's column name), in the paper's column order.
+TABLE1_COLUMNS: dict[str, tuple[str, str]] = {
+    "HL-min-VeryGood-mAP": ("QVHighlights val", "mAP"),
+    "HL-min-VeryGood-Hit1": ("QVHighlights val", "HIT@1"),
+    "R@0.5": ("Charades-STA test", "R@0.5"),
+    "R@0.7": ("Charades-STA test", "R@0.7"),
+    "SODA_c": ("YouCook2 val", "SODA_c"),
+    "CIDEr": ("YouCook2 val", "CIDEr"),
+    "F1": ("YouCook2 val", "F1"),
+}
+
+
+def _row(*values: float | None) -> dict[str, float | None]:
+    return dict(zip(TABLE1_COLUMNS, values, strict=True))
+
+
+# Every row of Table 1, in the paper's order; None where the paper has no number.
+TABLE1: dict[str, dict[str, float | None]] = {
+    "TimeChat": _row(14.5, 23.9, 32.2, 13.4, 1.2, 3.4, 12.6),
+    "VTG-LLM": _row(16.5, 33.5, 33.8, 15.7, 1.5, 5.0, 17.5),
+    "VideoLLM-online": _row(None, None, None, None, 0.4, 0.9, 5.8),
+    "LLaVA-OV-TC (same data, TimeChat format)": _row(17.6, 32.9, 33.1, 12.4, 1.9, 3.3, 21.8),
+    "LLaVA-OV-VT (same data, VTimeLLM format)": _row(19.0, 40.0, 36.5, 12.3, 2.5, 6.7, 14.0),
+    "MMDuet": _row(31.3, 49.6, 42.4, 18.0, 2.4, 5.7, 19.2),
+    "MMDuet + remove previous replies": _row(None, None, None, None, 2.9, 8.8, 21.7),
+}
+TABLE1_NOTES = (
+    "QVHighlights: HL-min-VeryGood mAP / HIT@1 (moment_detr's convention), val split.",
+    "Charades-STA R@x: MMDuet's evaluator counts the IoU of frame sets (2 fps frames above the threshold against "
+    "the frames inside the gold span), not of time spans. The paper reports no mIoU or R@0.3.",
+    "Smoothing windows: 6 (Charades-STA) and 2 (QVHighlights); the relevance threshold is not stated.",
+)
 
 
 @dataclass(frozen=True)
-class PaperNumber:
-    """One reported number and where it comes from."""
+class Reference:
+    """The Table 1 row a benchmark notebook's preset reproduces, the metrics compared, and how it was produced."""
 
-    benchmark: str  # e.g. "QVHighlights val"
-    metric: str  # our metric key, e.g. "HL-min-VeryGood-mAP"
-    label: str  # the paper's column name
-    value: float
-    setting: str  # what produced it (model variant, window, threshold)
+    row: str
+    metrics: tuple[str, ...]
+    setting: str
 
 
-# Table 1 rows of MMDuet (and the "remove previous replies" row for YouCook2), with the metric keys our
-# evaluators print.
-TABLE1 = (
-    PaperNumber("QVHighlights val", "HL-min-VeryGood-mAP", "mAP", 31.3, "MMDuet, smoothing window 2"),
-    PaperNumber("QVHighlights val", "HL-min-VeryGood-Hit1", "HIT@1", 49.6, "MMDuet, smoothing window 2"),
-    PaperNumber("Charades-STA test", "R@0.5", "R@0.5", 42.4, "MMDuet, window 6, threshold not stated"),
-    PaperNumber("Charades-STA test", "R@0.7", "R@0.7", 18.0, "MMDuet, window 6, threshold not stated"),
-    PaperNumber("YouCook2 val", "SODA_c", "SODA_c", 2.9, "MMDuet + remove previous replies, sum threshold 2"),
-    PaperNumber("YouCook2 val", "CIDEr", "CIDEr", 8.8, "MMDuet + remove previous replies, sum threshold 2"),
-    PaperNumber("YouCook2 val", "F1", "F1", 21.7, "MMDuet + remove previous replies, sum threshold 2"),
-)
-
-# Table 1's other rows, for context (same columns; "-" where the paper has none).
-BASELINES = {
-    "TimeChat": {"HL-min-VeryGood-mAP": 14.5, "HL-min-VeryGood-Hit1": 23.9, "R@0.5": 32.2, "R@0.7": 13.4,
-                 "SODA_c": 1.2, "CIDEr": 3.4, "F1": 12.6},
-    "VTG-LLM": {"HL-min-VeryGood-mAP": 16.5, "HL-min-VeryGood-Hit1": 33.5, "R@0.5": 33.8, "R@0.7": 15.7,
-                "SODA_c": 1.5, "CIDEr": 5.0, "F1": 17.5},
-    "LLaVA-OV-VT": {"HL-min-VeryGood-mAP": 19.0, "HL-min-VeryGood-Hit1": 40.0, "R@0.5": 36.5, "R@0.7": 12.3,
-                    "SODA_c": 2.5, "CIDEr": 6.7, "F1": 14.0},
-    "MMDuet (previous replies kept)": {"HL-min-VeryGood-mAP": 31.3, "HL-min-VeryGood-Hit1": 49.6, "R@0.5": 42.4,
-                                       "R@0.7": 18.0, "SODA_c": 2.4, "CIDEr": 5.7, "F1": 19.2},
+REFERENCES: dict[str, Reference] = {
+    "charades": Reference("MMDuet", ("R@0.5", "R@0.7"), "smoothing window 6, relevance threshold not stated"),
+    "qvh": Reference("MMDuet", ("HL-min-VeryGood-mAP", "HL-min-VeryGood-Hit1"), "smoothing window 2"),
+    "youcook2": Reference("MMDuet + remove previous replies", ("SODA_c", "CIDEr", "F1"),
+                          "previous replies removed from the context, summed informative score threshold "
+                          "(robust over 1-3)"),
 }
 
-# MAGQA (Shot2Story-MAGQA-39k test, 2,000 examples, replies removed from the context): threshold ->
-# in-span score with the LLaMA-3.1-70B / GPT-4o judge, turns without / with de-duplication.
-MAGQA = {
-    0.6: {"score_llama": 2.46, "score_gpt4o": 2.33, "turns": 13.7, "dedup_turns": 4.0},
-    0.5: {"score_llama": 2.77, "score_gpt4o": 2.61, "turns": 18.4, "dedup_turns": 5.3},
-    0.4: {"score_llama": 3.00, "score_gpt4o": 2.81, "turns": 23.0, "dedup_turns": 6.6},
-    0.3: {"score_llama": 3.13, "score_gpt4o": 2.93, "turns": 27.0, "dedup_turns": 7.6},
-}
+# ---- MAGQA --------------------------------------------------------------------------------------------------
 
-# Points read off the paper's smoothing-window figures (approximate).
-WINDOW_CURVES = {
-    "charades_R@0.5": ((0, 27.5), (8, 43.0)),
-    "qvh_HIT@1": ((0, 46.5), (2, 49.8), (14, 40.0)),
+# Shot2Story-MAGQA-39k test (2,000 examples, previous replies removed from the context): in-span score with the
+# LLaMA-3.1-70B / GPT-4o judge (1-5), mean replies without / with de-duplication, wall time relative to LLaVA-OV-TC.
+MAGQA_TABLE: dict[str, dict[str, float]] = {
+    "LLaVA-OV-TC": {"score_llama": 2.77, "score_gpt4o": 2.64, "turns": 4.1, "dedup_turns": 2.2, "time": 1.00},
+    "VideoLLM-online": {"score_llama": 1.33, "score_gpt4o": 1.26, "turns": 1.3, "dedup_turns": 1.1, "time": 0.44},
+    "MMDuet t=0.6": {"score_llama": 2.46, "score_gpt4o": 2.33, "turns": 13.7, "dedup_turns": 4.0, "time": 1.90},
+    "MMDuet t=0.5": {"score_llama": 2.77, "score_gpt4o": 2.61, "turns": 18.4, "dedup_turns": 5.3, "time": 2.36},
+    "MMDuet t=0.4": {"score_llama": 3.00, "score_gpt4o": 2.81, "turns": 23.0, "dedup_turns": 6.6, "time": 2.75},
+    "MMDuet t=0.3": {"score_llama": 3.13, "score_gpt4o": 2.93, "turns": 27.0, "dedup_turns": 7.6, "time": 2.90},
+}
+MAGQA = {float(name.split("=")[1]): v for name, v in MAGQA_TABLE.items() if name.startswith("MMDuet t=")}
+
+# ---- the smoothing-window figure ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaperPoints:
+    """Values the paper states for one metric against the smoothing window w: only these points, nothing between."""
+
+    benchmark: str
+    metric: str  # our metric key
+    label: str  # the paper's name for it
+    points: tuple[tuple[int, float], ...]  # (w, value) as stated (approximate: read off a figure)
+    source: str
+    table_point: tuple[int, float] | None = None  # the Table 1 number and the window behind it
+
+
+WINDOW_POINTS: dict[str, PaperPoints] = {
+    "charades": PaperPoints(
+        "Charades-STA test", "R@0.5", "R@0.5", ((0, 27.5), (7, 43.0), (8, 43.0), (9, 43.0)),
+        "the paper's smoothing-window figure, read off it: about 27.5 at w=0, a plateau near 43 at w=7-9",
+        table_point=(6, 42.4)),
+    "qvh": PaperPoints(
+        "QVHighlights val", "HL-min-VeryGood-Hit1", "HIT@1", ((0, 46.5), (2, 49.8), (14, 40.0)),
+        "the paper's smoothing-window figure, read off it: about 46.5 at w=0, 49.8 at w=2, about 40 at w=14",
+        table_point=(2, 49.6)),
 }
 
 # Later work's measurement of MMDuet's duplicate replies (ProactiveVideoQA), as a fraction.
 DUPLICATE_RATE_RANGE = (0.81, 0.99)
+DUPLICATE_RATE_SOURCE = "later work on ProactiveVideoQA (MMDuet 7B)"
 
 
-BENCHMARK_REPORTS = {  # paper benchmark -> the notebook report folder whose metrics.json answers it
-    "QVHighlights val": "05_qvhighlights",
-    "Charades-STA test": "04_charades",
-    "YouCook2 val": "02_youcook2",
-}
+# ---- the comparison sentence --------------------------------------------------------------------------------
+
+def _numbers(values: Mapping[str, float | None], keys: tuple[str, ...], digits: int = 1) -> str:
+    names = {k: TABLE1_COLUMNS.get(k, (None, k))[1] for k in keys}
+    return ", ".join(f"{names[k]} {values[k]:.{digits}f}" for k in keys if values.get(k) is not None)
 
 
-def table1_rows(reports: dict[str, dict]) -> list[dict]:
-    """Table 1 beside this run: one row per reported number, with ours from the notebook reports
-    (`reports[folder]` = that folder's metrics.json) and the setting each comes from."""
-    rows = []
-    for number in TABLE1:
-        report = reports.get(BENCHMARK_REPORTS[number.benchmark])
-        ours = report["metrics"].get(number.metric) if report else None
-        rows.append({"benchmark": number.benchmark, "metric": number.label, "paper": number.value,
-                     "paper setting": number.setting, "this run": ours,
-                     "this run setting": run_setting(report) if report else "not run"})
-    return rows
-
-
-def run_setting(report: dict) -> str:
-    """A one-line description of what produced a notebook's metrics (model, data, examples)."""
-    p, m = report.get("parameters", {}), report.get("metrics", {})
-    model = "toy model" if p.get("MODEL") == "toy" else f"{p.get('MODEL')} + {p.get('ADAPTER') or 'no adapter'}"
-    data = "toy world" if "toyworld" in str(p.get("DATA_ROOT", "")) else str(p.get("TEST_FILE", "?"))
-    extra = ", ".join(f"{k.lower()} {p[k]}" for k in ("WINDOW", "THRESHOLD", "FPS") if k in p)
-    return f"{model} on {data}, {m.get('evaluated', '?')} examples" + (f", {extra}" if extra else "")
-
-
-def gold_file(report: dict, key: str = "TEST_FILE") -> Path:
-    """The gold file a benchmark notebook was scored against: its DATA_ROOT / `key` (a path; nothing is made)."""
-    p = report["parameters"]
-    return Path(p["DATA_ROOT"]) / p[key]
-
-
-def markdown_table(rows: list[dict], digits: int = 1) -> str:
-    """Rows of equal keys as a Markdown table (numbers rounded, missing values as '-')."""
-    if not rows:
-        return ""
-    keys = list(rows[0])
-
-    def cell(value) -> str:
-        if value is None:
-            return "-"
-        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
+def comparison_line(preset: str, metrics: Mapping, run_label: str, comparable: bool,
+                    threshold: float | None = None) -> str:
+    """One sentence for a benchmark notebook's summary: this run's numbers with what produced them, and the paper's
+    for the same benchmark. `comparable`: the run used a real checkpoint on the real benchmark; otherwise the
+    sentence says the two are different experiments. `threshold`: MAGQA's reply threshold (picks the paper's row)."""
+    benchmark = BENCHMARKS[preset]
+    if preset == "magqa":
+        ours = f"in-span score {metrics['in_span_score']:.2f} ({metrics.get('judge')} judge), {metrics['turns']:.1f} " \
+               f"turns / {metrics['dedup_turns']:.1f} distinct"
+        row = MAGQA.get(threshold) if threshold is not None else None
+        theirs = (f"the paper's MMDuet at threshold {threshold:g}: {row['score_llama']:.2f} (LLaMA-3.1-70B judge) / "
+                  f"{row['score_gpt4o']:.2f} (GPT-4o judge), {row['turns']} turns / {row['dedup_turns']} distinct"
+                  if row else f"the paper reports thresholds {', '.join(f'{t:g}' for t in sorted(MAGQA))} only")
+        if not metrics.get("comparable_to_paper"):
+            comparable = False
+    else:
+        ref = REFERENCES[preset]
+        ours = _numbers(metrics, ref.metrics)
+        theirs = f"the paper's {ref.row} (7B, {ref.setting}): {_numbers(TABLE1[ref.row], ref.metrics)}"
+    if comparable:
+        return f"This run ({run_label}): {ours}; {theirs} on {benchmark}."
+    return (f"This run ({run_label}): {ours}. For reference, {theirs} on {benchmark}: a different experiment "
+            f"(other data, other model{', another judge' if preset == 'magqa' else ''}), not comparable with this "
+            "run; rerun the notebook on the real benchmark with the released checkpoint to compare (README).")

@@ -43,3 +43,12 @@ def provenance() -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
+
+
+def provenance_line(record: dict | None = None) -> str:
+    """Provenance in one printed line: package, commit, the main versions, Python."""
+    p = record or provenance()
+    v = p.get("versions", {})
+    commit = p.get("git_commit") or "no git checkout"
+    return (f"mmduet {v.get('mmduet')} at commit {commit[:12]}{'+dirty' if commit.endswith('+dirty') else ''}; "
+            f"torch {v.get('torch')}, transformers {v.get('transformers')}; Python {p.get('python')}")

@@ -18,7 +18,6 @@ Bad input (options, files, folders, devices) raises `InputError` before any comp
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,15 +28,16 @@ from ..data.benchmarks import BENCHMARKS, check_examples, read_benchmark
 from ..errors import InputError
 from ..stream import DuetSession, DuetSettings
 from ..video import read_video
+from .launch import launch_state
 from .outputs import (
-    cut_torn_line,
-    read_lines,
     append_line,
     check_output,
     check_resume,
+    cut_torn_line,
     default_errors_path,
     merge_shards,
     model_identity,
+    read_lines,
     run_identity,
     shard_files,
     shard_path,
@@ -138,36 +138,6 @@ def load_examples(examples: list[dict] | str | Path, benchmark: str = "grounding
 
 
 # ---- processes ----------------------------------------------------------------------------------------------
-
-_LAUNCHER_VARIABLES = ("LOCAL_RANK", "WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
-def launch_state(cpu: bool = False):
-    """accelerate's `PartialState` when this process was started by `accelerate launch`, torchrun or mpirun with
-    several processes (gloo on CPUs when `cpu`), else None. Call it before moving a model to "cuda": it selects
-    this process's GPU. A launch that asked for several processes but started one is an `InputError`."""
-    if not any(v in os.environ for v in _LAUNCHER_VARIABLES):
-        if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in os.environ:
-            # `accelerate launch --cpu --num_processes N` (N > 1) sets MASTER_ADDR but starts one process
-            raise InputError("`accelerate launch --cpu --num_processes N` starts a single process (several CPU "
-                             "processes need mpirun); use `accelerate launch --multi_gpu --num_processes N` (on a "
-                             "machine without GPUs it runs N CPU processes) or torchrun")
-        return None
-    from accelerate import PartialState
-
-    state = PartialState(cpu=cpu)
-    asked = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if asked > 1 and state.num_processes != asked:
-        raise InputError(f"launched as {asked} processes but accelerate sees {state.num_processes} "
-                         f"({state.distributed_type}); on a machine without GPUs run with --device cpu")
-    return state if state.num_processes > 1 else None
-
-
-def process_shard(cpu: bool = False) -> tuple[int, int]:
-    """(rank, number of processes) of this process under `accelerate launch` / torchrun, (0, 1) otherwise."""
-    state = launch_state(cpu)
-    return (state.process_index, state.num_processes) if state else (0, 1)
-
 
 def _contiguous_share(items: list, rank: int, world: int) -> list:
     """The same contiguous share `split_between_processes` gives, for a slice run by hand (`shard=`)."""

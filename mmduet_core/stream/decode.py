@@ -17,11 +17,13 @@ def embed(model, ids: list[int] | list[list[int]]) -> torch.Tensor:
 
 
 def forward(model, embeds: torch.Tensor, cache: DuetCache, position: int | torch.Tensor,
-            visible: torch.Tensor | None = None):
+            visible: torch.Tensor | None = None, heads: bool = True):
     """Run (rows, T, D) embeddings after `cache`, at absolute `position` (per row when a tensor).
 
     visible: (rows, cache length) booleans, the cached positions each row may attend to. An explicit mask is
     built when rows see different prefixes or when the cache no longer starts at position 0 (KV window).
+    heads: False runs only the language model and `lm_head` on the last position and returns its (rows, 1, V)
+    float logits (the same numbers as the full model's), for decoding, where the heads are not read.
     """
     rows, t, _ = embeds.shape
     device = embeds.device
@@ -34,7 +36,10 @@ def forward(model, embeds: torch.Tensor, cache: DuetCache, position: int | torch
         causal = torch.ones(t, t, dtype=torch.bool, device=device).tril()
         mask = torch.cat([seen[:, None, :].expand(rows, t, past), causal.expand(rows, t, t)], dim=2)
         kwargs["attention_mask"] = mask[:, None]  # (rows, 1, T, past + T)
-    return model(inputs_embeds=embeds, cache=cache, use_cache=True, logits_to_keep=1, **kwargs)
+    if heads:
+        return model(inputs_embeds=embeds, cache=cache, use_cache=True, logits_to_keep=1, **kwargs)
+    hidden = model.get_decoder()(inputs_embeds=embeds, cache=cache, use_cache=True, **kwargs).last_hidden_state
+    return model.get_output_embeddings()(hidden[:, -1:]).float()  # (rows, 1, V), as DuetModel.forward computes it
 
 
 def greedy_decode(model, cache: DuetCache, starts: list[tuple[int, int]], prompt: list[int], eos_id: int,
@@ -64,7 +69,7 @@ def greedy_decode(model, cache: DuetCache, starts: list[tuple[int, int]], prompt
         if not shared:
             cached = torch.arange(cache.length, device=device)
             visible = (cached[None] < lengths[:, None]) | (cached[None] >= base)  # own prefix + own new tokens
-        logits = forward(model, embed(model, inputs), cache, positions, visible).logits[:, -1]  # (rows, V)
+        logits = forward(model, embed(model, inputs), cache, positions, visible, heads=False)[:, -1]  # (rows, V)
         positions = positions + len(inputs[0])
         if processor is not None and past:
             logits = processor(torch.tensor([past], device=device), logits)

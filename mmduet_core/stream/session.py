@@ -79,6 +79,7 @@ class DuetSession:
         self.replier = Replier(self.model, self.tokenizer, self.ids.generate, s.max_new_tokens, s.repetition_penalty)
         self.token_log: list[int] = []
         self._speculate = self.settings.chunk_frames  # frames prefilled ahead while replies stay in the context
+        self._since_reply = 0  # frames since the last kept reply
 
     @property
     def video_time(self) -> float:
@@ -192,9 +193,17 @@ class DuetSession:
             texts = self.replier.outside(self.cache, [(length, position) for _, length, position in firing])
             for (step, _, _), text in zip(firing, texts, strict=True):
                 step.reply = text
-        self._speculate = min(self.settings.chunk_frames, 2 * self._speculate) if len(steps) == n else \
-            max(1, 2 * (len(steps) - 1))
+        self._plan_speculation(kept_reply=steps[-1][1] is None, frames=len(steps))
         return steps
+
+    def _plan_speculation(self, kept_reply: bool, frames: int) -> None:
+        """Kept replies end a segment and discard its prefill after them: prefill next as far ahead as the last gap
+        between replies (the next reply is likely as far), doubling while no reply comes."""
+        self._since_reply += frames
+        if kept_reply:
+            self._speculate, self._since_reply = max(1, self._since_reply), 0
+        else:
+            self._speculate = min(self.settings.chunk_frames, 2 * self._speculate)
 
     def _commit(self, step: StepRecord) -> None:
         if step.reply is not None and self.settings.suppress_repeats and step.reply == self._last_reply():

@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 import timeit
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,7 +25,9 @@ from ..stream.policy import PolicyState
 REPO = Path(__file__).resolve().parents[2]  # the checkout (tests/ and ../shared live beside the package)
 CHARADES_SHARED = "data/charades_sta/charades_test.json"
 CHARADES_FIXTURE = REPO / "tests" / "fixtures" / "gold" / "charades_test_subset.json"
+YOUCOOK2_FIXTURE = REPO / "tests" / "fixtures" / "gold" / "yc2_val_subset.json"
 CLIP_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmduet" / "bench"
+T = TypeVar("T")
 
 
 def charades_gold() -> Path:
@@ -33,14 +37,19 @@ def charades_gold() -> Path:
     return shared if shared.exists() else CHARADES_FIXTURE
 
 
-def timed(fn, repeat: int = 1) -> tuple[float, object]:
+def timed(fn: Callable[[], T], repeat: int = 1) -> tuple[float, T]:
     """(seconds, result) of `fn()`: one run, or the fastest of `repeat` runs (with the last run's result)."""
-    results = []
-    seconds = timeit.repeat(lambda: results.append(fn()), number=1, repeat=max(repeat, 1))
-    return min(seconds), results[-1]
+    last: list = [None]  # only the last result is kept: a session holds its whole KV cache
+
+    def run() -> None:
+        last[0] = fn()
+
+    seconds = timeit.repeat(run, number=1, repeat=max(repeat, 1))
+    return min(seconds), last[0]
 
 
 def timing_note(repeat: int) -> str:
+    """How the sides were timed, for the output."""
     return "each side timed once" if repeat <= 1 else f"each side: the fastest of {repeat} runs"
 
 
@@ -95,6 +104,41 @@ def bench_eval(gold: str | Path | None = None, repeat: int = 1, seed: int = 0) -
             "full_sweep": f"{len(WINDOWS)} windows x {len(THRESHOLDS)} thresholds", "goal": "ratio >= 20"}
 
 
+def _dvc_replies(examples: list[dict], seed: int = 0) -> list[dict]:
+    """Prediction records for dense captioning: a reply near the end of each gold step, words drawn from the
+    video's own captions (so METEOR and CIDEr have something to score)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for e in examples:
+        words = [w for a in e["answer"] for w in a["content"].split()]
+        turns = [{"time": float(a["time"][1]), "role": "assistant",
+                  "content": " ".join(rng.choice(words, min(len(words), 5), replace=False))} for a in e["answer"]]
+        out.append({"question_id": e["question_id"], "model_response_list": turns, "video_duration": e["duration"]})
+    return out
+
+
+def bench_eval_dvc(gold: str | Path = YOUCOOK2_FIXTURE, limit: int | None = None, seed: int = 0) -> dict:
+    """`evaluate_dvc` twice in this process on the same files (YouCook2 gold, synthetic replies): the first call
+    pays for METEOR's Java start and every pair (cold, if nothing in this process scored captions before), the
+    second finds them memoised (warm). Both must give the same numbers. limit: the first N videos only."""
+    import tempfile
+
+    from ..data.benchmarks import write_examples
+    from ..data.convert import convert
+    from ..evaluation.dvc import evaluate_dvc
+
+    examples = convert("youcook2", gold)[0][:limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        gold_file = write_examples(examples, Path(tmp) / "gold.json")
+        pred = Path(tmp) / "pred.jsonl"
+        pred.write_text("".join(json.dumps(r) + "\n" for r in _dvc_replies(examples, seed)))
+        cold, first = timed(lambda: evaluate_dvc(pred, gold_file))
+        warm, second = timed(lambda: evaluate_dvc(pred, gold_file))
+    return {"benchmark": "eval dvc", "gold": str(gold), "videos": len(examples), "cold_s": round(cold, 3),
+            "warm_s": round(warm, 3), "ratio": round(cold / warm, 1), "identical_metrics": first == second,
+            "note": "evaluate_dvc called twice in one process on the same files"}
+
+
 # ---- video --------------------------------------------------------------------------------------------------
 
 def synthetic_video(path: str | Path, frames: int, height: int = 360, width: int = 640, fps: float = 30.0,
@@ -114,14 +158,14 @@ def synthetic_video(path: str | Path, frames: int, height: int = 360, width: int
     return write_video(path, (frame(i) for i in range(frames)), fps)
 
 
-def bench_clip(seconds: float, cache: str | Path = CLIP_CACHE) -> Path:
-    """The synthetic 640 x 360, 30 fps clip of `seconds` for `bench video`, made once and kept in `cache`
-    (a 10-minute clip takes several minutes to encode and about 600 MB)."""
-    path = Path(cache) / f"synthetic_{seconds:g}s_640x360_30fps.mp4"
+def bench_clip(seconds: float, width: int = 640, height: int = 360, cache: str | Path = CLIP_CACHE) -> Path:
+    """The synthetic 30 fps clip of `seconds` for `bench video`, made once and kept in `cache` (a 10-minute
+    640 x 360 clip takes several minutes to encode and about 600 MB)."""
+    path = Path(cache) / f"synthetic_{seconds:g}s_{width}x{height}_30fps.mp4"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial.mp4")
-        synthetic_video(partial, round(seconds * 30))
+        synthetic_video(partial, round(seconds * 30), height, width)
         os.replace(partial, path)  # an interrupted encode is never mistaken for a finished clip
     return path
 
@@ -135,18 +179,21 @@ def decode_in_subprocess(mode: str, path: str | Path, fps: float, max_frames: in
 
 
 def bench_video(videos: list[str] | None = None, lengths: tuple[float, ...] = (20, 120, 600), fps: float = 2.0,
-                max_frames: int = 400, repeat: int = 1, runner: bool = True) -> dict:
+                max_frames: int = 400, repeat: int = 1, runner: bool = True, size: tuple[int, int] = (640, 360)) -> dict:
     """Our loader (PyAV in order, only the kept frames converted, written into one pre-allocated tensor) vs
     upstream's (OpenCV decodes every frame and stacks the kept ones), each in a fresh process, on the same files.
 
-    videos: files to decode; default: synthetic 640 x 360 clips of `lengths` seconds (cached). Memory is the peak
-    resident memory above the process's imports; the goal is at most 1.5 x the selected frames + 64 MB.
+    videos: files to decode; default: synthetic clips of `lengths` seconds, `size` (width, height), cached. Memory
+    is the peak resident memory above the process's imports; the goal is at most 1.5 x the selected frames + 64 MB.
+    runner: also time the benchmark runner's decode-ahead on the smallest file.
     """
     import importlib.util
 
+    from ..video import probe_video
+
     if importlib.util.find_spec("cv2") is None:
         raise RuntimeError("bench video compares against OpenCV: pip install opencv-python-headless")
-    paths = [Path(v) for v in videos] if videos else [bench_clip(s) for s in lengths]
+    paths = [Path(v) for v in videos] if videos else [bench_clip(s, *size) for s in lengths]
     rows = []
     for path in paths:
         runs = {mode: [decode_in_subprocess(mode, path, fps, max_frames) for _ in range(max(repeat, 1))]
@@ -154,8 +201,6 @@ def bench_video(videos: list[str] | None = None, lengths: tuple[float, ...] = (2
         ours, up = (min(runs[m], key=lambda r: r["seconds"]) for m in ("ours", "upstream"))
         peak = max(r["peak_mb_above_imports"] for r in runs["ours"])
         selected = ours["frames_mb"]
-        from ..video import probe_video
-
         info = probe_video(path)
         rows.append({"video": path.name, "video_s": round(info.duration, 1), "fps": fps, "frames": ours["frames"],
                      "ours_frames_per_s": round(ours["frames"] / ours["seconds"], 1),
@@ -252,6 +297,11 @@ def _stream_once(model, tok, settings, embeds, every: int):
     return session
 
 
+def _time_stream(model, tok, settings, embeds, every: int, repeat: int):
+    """(seconds, session) of `_stream_once`."""
+    return timed(lambda: _stream_once(model, tok, settings, embeds, every), repeat)
+
+
 def prefill_floor(model, embeds, repeat: int = 1) -> float:
     """Seconds of one forward over all frames at once (no replies, no per-frame work): the compute floor."""
     import torch
@@ -272,8 +322,12 @@ def bench_stream(model_name: str = "auto", frames: int = 120, reply_every: int =
     The reply rule is the benchmark's own (`EveryKthFrame`): a reply every `reply_every` frames, each exactly
     `reply_tokens` tokens. The compute floor is one forward over all frames.
     """
+    from ..errors import InputError
     from ..stream import DuetSettings
 
+    for name, value in (("frames", frames), ("reply_every", reply_every), ("reply_tokens", reply_tokens)):
+        if value < 1:
+            raise InputError(f"bench stream: {name} must be >= 1, not {value!r}")
     started = time.perf_counter()
     threads = set_threads(threads)
     model, tok, label = stream_model(model_name)
@@ -284,7 +338,7 @@ def bench_stream(model_name: str = "auto", frames: int = 120, reply_every: int =
         runs = {}
         for path, chunk in (("sequential", 1), ("fast", fast_chunk)):
             settings = DuetSettings(max_new_tokens=reply_tokens, chunk_frames=chunk, **kw)
-            runs[path] = timed(lambda s=settings: _stream_once(model, tok, s, embeds, reply_every), repeat)
+            runs[path] = _time_stream(model, tok, settings, embeds, reply_every, repeat)
         (t_seq, seq), (t_fast, fast) = runs["sequential"], runs["fast"]
         diff = max(max(abs(a.informative - b.informative), abs(a.relevance - b.relevance))
                    for a, b in zip(seq.steps, fast.steps, strict=True))
@@ -304,6 +358,32 @@ def bench_stream(model_name: str = "auto", frames: int = 120, reply_every: int =
             "floor_frames_per_s": round(frames / floor, 1),
             "floor": "one forward over all frames (no per-frame work, no replies); fast_over_floor = fast time / floor",
             "rows": rows, "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def bench_stream_scaling(models: tuple[str, ...] = ("tiny", "tiny4"), frame_counts: tuple[int, ...] = (8, 16, 32, 64),
+                         threads: int | None = 1, repeat: int = 1) -> dict:
+    """Grounding mode (never replies) at several stream lengths, per frame geometry: the sequential loop, the fast
+    path and the compute floor (one forward over all frames). `floor_ratio` = sequential / floor is the most any
+    fast path could gain; `ratio` is what ours gains."""
+    from ..stream import DuetSettings
+
+    started = time.perf_counter()
+    threads = set_threads(threads)
+    rows = []
+    for name in models:
+        model, tok, label = stream_model(name)
+        embeds = _frame_embeddings(model, max(frame_counts))
+        for n in frame_counts:
+            part = embeds[:n]
+            t_seq, _ = _time_stream(model, tok, DuetSettings(mode="never", chunk_frames=1), part, 1, repeat)
+            t_fast, _ = _time_stream(model, tok, DuetSettings(mode="never"), part, 1, repeat)
+            floor = prefill_floor(model, part, repeat)
+            rows.append({"model": label, "tokens_per_frame": int(embeds.shape[1]), "frames": n,
+                         "sequential_s": round(t_seq, 4), "fast_s": round(t_fast, 4), "floor_s": round(floor, 4),
+                         "ratio": round(t_seq / t_fast, 2), "floor_ratio": round(t_seq / floor, 2)})
+    return {"benchmark": "stream scaling", "mode": "grounding (never replies)", "torch_threads": threads,
+            "machine": machine(), "timing": timing_note(repeat), "rows": rows,
+            "wall_s": round(time.perf_counter() - started, 1)}
 
 
 # ---- generation ---------------------------------------------------------------------------------------------
@@ -366,14 +446,16 @@ def _runner_overlap(videos: list[str]) -> dict:
     how much of the decoding was hidden behind inference of the previous video."""
     import tempfile
 
-    from ..runner import PRESETS, run_benchmark
+    from ..run.benchmark import PRESETS, run_benchmark
 
     model, tok = _random_model(49, hidden=128, layers=2)
     examples = [{"question_id": i, "video": str(Path(v).resolve()), "conversation": [
         {"role": "user", "content": "a red square", "time": 0.0}]} for i, v in enumerate(videos * 2)]
     config = PRESETS["charades"].settings
     with tempfile.TemporaryDirectory() as tmp:
-        summary = run_benchmark(model, tok, examples, "/", Path(tmp) / "p.jsonl", config, progress=False)
+        # each example decoded on its own (not once per video), so the next decode overlaps this inference
+        summary = run_benchmark(model, tok, examples, "/", Path(tmp) / "p.jsonl", config, progress=False,
+                                group_videos=False)
     return {"examples": len(examples), "decode_s": round(summary.decode_seconds, 3),
             "decode_wait_s": round(summary.decode_wait_seconds, 3),
             "hidden_share": round(summary.decode_hidden_share, 3), "total_s": round(summary.seconds, 3)}
@@ -382,10 +464,10 @@ def _runner_overlap(videos: list[str]) -> dict:
 def run(what: str, args) -> dict:
     """The `mmduet bench` command."""
     if what == "eval":
-        return bench_eval(args.gold, args.repeat)
+        return {**bench_eval(args.gold, args.repeat or 3), "dvc_cold_warm": bench_eval_dvc()}
     if what == "video":
-        return bench_video(args.videos, tuple(args.lengths), args.fps, args.max_frames, args.repeat)
+        return bench_video(args.videos, tuple(args.lengths), args.fps, args.max_frames, args.repeat or 1)
     if what == "generate":
         return bench_generate(args.model if args.model != "auto" else "tiny", tuple(args.context_frames),
-                              args.new_tokens, args.repeat, args.threads)
-    return bench_stream(args.model, args.frames, args.reply_every, args.reply_tokens, args.repeat, args.threads)
+                              args.new_tokens, args.repeat or 3, args.threads)
+    return bench_stream(args.model, args.frames, args.reply_every, args.reply_tokens, args.repeat or 1, args.threads)

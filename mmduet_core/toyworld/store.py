@@ -13,6 +13,8 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .world import (
     TOY_FPS,
     ToyVideo,
@@ -36,8 +38,10 @@ def _n_visits(rng: random.Random, split: str, index: int) -> int:
     return rng.randint(3, 8)
 
 
-def make_toyworld(out: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> dict:
-    """Write videos and annotations under `out`:
+def make_toyworld(out: str | Path, seed: int = 0, sizes: dict[str, int] | None = None,
+                  progress: bool = True) -> dict:
+    """Write videos and annotations under `out` (with `progress`, a progress bar per split: the full world takes
+    about half a minute on two cores):
 
         videos/<split>/<name>.mp4, annotations/<split>/{dvc,magqa,grounding,highlight}.json,
         annotations/<split>/highlight_gold.jsonl, annotations/train/{dvc,magqa,grounding}_train.json,
@@ -54,7 +58,8 @@ def make_toyworld(out: str | Path, seed: int = 0, sizes: dict[str, int] | None =
             videos = [sample_flash_video(f"flash{i:03d}", rng) for i in range(n)]
         else:
             videos = [sample_video(f"{split}{i:03d}", rng, _n_visits(rng, split, i)) for i in range(n)]
-        for i, v in enumerate(videos):
+        bar = tqdm(videos, desc=f"toy world: {split} videos", unit="video", disable=not progress)
+        for i, v in enumerate(bar):
             write_toy_video(v, out / "videos" / split / f"{v.name}.mp4", seed * 100000 + s_index * 1000 + i)
         world[split] = [{**asdict(v), "visits": [asdict(x) for x in v.visits]} for v in videos]
         ann = out / "annotations" / split
@@ -81,7 +86,7 @@ def make_toyworld(out: str | Path, seed: int = 0, sizes: dict[str, int] | None =
     return counts
 
 
-def ensure_splits(out: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> dict:
+def ensure_splits(out: str | Path, seed: int = 0, sizes: dict[str, int] | None = None, progress: bool = True) -> dict:
     """Make the splits of `sizes` (default: all) that `out` lacks or holds fewer videos of; keep the rest."""
     out, sizes = Path(out), sizes or SPLITS
     known = json.loads((out / "world.json").read_text()) if (out / "world.json").exists() else {}
@@ -90,16 +95,16 @@ def ensure_splits(out: str | Path, seed: int = 0, sizes: dict[str, int] | None =
         (out / "world.json").unlink()
         known = {}
     missing = {split: n for split, n in sizes.items() if len(known.get(split, [])) < n}
-    return make_toyworld(out, seed, missing) if missing else {}
+    return make_toyworld(out, seed, missing, progress) if missing else {}
 
 
-def prepare_toy_benchmark(root: str | Path, test_file: str | Path, seed: int = 0) -> dict:
+def prepare_toy_benchmark(root: str | Path, test_file: str | Path, seed: int = 0, progress: bool = True) -> dict:
     """The benchmark notebooks' toy default: make the toy test split under `root` when `test_file` is missing,
     and bring a toy world written by an older version up to date; a folder holding other data is left alone."""
     root = Path(root)
     if (root / test_file).exists() and not (root / "world.json").exists():
         return {}
-    return ensure_splits(root, seed, {"test": SPLITS["test"]})
+    return ensure_splits(root, seed, {"test": SPLITS["test"]}, progress)
 
 
 def toy_mixture(root: Path | str, fps: float = TOY_FPS, max_num_frames: int = 128) -> list[dict]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ..errors import InputError
 from ..model import DuetModel
 from ..model.checkpoint import OUR_LORA_TARGETS, save_model, tiny_config
 from ..model.template import train_tokenizer
+from ..run.launch import check_launch, is_main_process
 from .streams import DuetCollator, build_mixture, example_lengths
 
 MODULES_TO_SAVE = ["multi_modal_projector", "informative_head", "relevance_head"]
@@ -125,7 +125,7 @@ class DuetTrainer(Trainer):
         if "loss" in logs:  # a training log: every process is here, so the parts are averaged over processes
             for key, values in self._parts.items():
                 if values:
-                    local = torch.tensor(sum(values) / len(values), device=self.args.device)
+                    local = torch.tensor(sum(values) / len(values), dtype=torch.float64, device=self.args.device)
                     logs[key] = round(float(self.accelerator.reduce(local, reduction="mean")), 4)
                     values.clear()
         super().log(logs, *args, **kwargs)
@@ -172,24 +172,6 @@ def train(model: DuetModel, tokenizer, dataset, out_dir: str | Path, config: Tra
     trainer.accelerator.wait_for_everyone()  # the checkpoint is complete before any process reads or returns it
     return {"steps": trainer.state.global_step, "history": history.rows, "saved": str(out_dir / "final"),
             "processes": trainer.args.world_size}
-
-
-def _is_main_process() -> bool:
-    """Rank 0 of a distributed run (or the only process)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def check_launch() -> None:
-    """Refuse `accelerate launch --cpu --num_processes N` (N > 1): accelerate then starts one process, not N (it
-    runs several CPU processes only through mpirun), and training would silently use one process's batch."""
-    env = os.environ
-    one_of_many = (env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") and "MASTER_ADDR" in env
-                   and "WORLD_SIZE" not in env
-                   and not any(k in env for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")))
-    if one_of_many:
-        raise InputError("accelerate launch --cpu --num_processes N starts a single process (accelerate runs "
-                           "several CPU processes only with mpirun); for N CPU processes use `accelerate launch "
-                           "--multi_gpu --num_processes N` (gloo), or drop --num_processes for one process")
 
 
 def _last_checkpoint(out_dir: Path) -> Path | None:
@@ -242,7 +224,7 @@ def train_toy(world: str | Path, out_dir: str | Path, config: TrainConfig = TOY_
     result = train(model, tokenizer, dataset, out_dir, config, progress=progress)
     offset = history[-1]["step"] if history else 0
     result["history"] = history + [{**row, "step": row["step"] + offset, "stage": "mixture"} for row in result["history"]]
-    if _is_main_process():
+    if is_main_process():
         (out_dir / "loss_history.json").write_text(json.dumps(result["history"], indent=1))
         (Path(result["saved"]) / "loss_history.json").write_text(json.dumps(result["history"], indent=1))
     result["examples"] = len(dataset)
