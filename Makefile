@@ -45,6 +45,7 @@ test: setup browser
 test-fast: setup
 	$(PY) -m pytest
 
+# Every notebook on its defaults (the toy world) -> reports/ (git-ignored: generated, never committed).
 reports: setup
 	$(PY) -m mmduet_core reports --notebooks notebooks --out reports
 
@@ -64,5 +65,6 @@ format: setup
 	$(VENV)/bin/ruff format mmduet_core tests
 	$(VENV)/bin/nbstripout notebooks/*.ipynb
 
+# Removes what `make reports` wrote (all of reports/ is generated and git-ignored).
 clean:
-	rm -rf reports/*.html reports/executed reports/metrics.json
+	find reports -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf {} +

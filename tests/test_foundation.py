@@ -48,6 +48,39 @@ def test_notebook_has_no_path_hacks_or_installs(path):
     assert "sys.path" not in text and "pip install" not in text
 
 
+def _code_cells(path) -> list[str]:
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_has_one_title_and_defines_no_functions(path):
+    """One H1 (the notebook's title), and no function or class defined in a code cell: logic lives in the package,
+    notebooks only call it."""
+    import ast
+
+    nb = nbformat.read(path, as_version=4)
+    titles = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+              if line.startswith("# ")]
+    assert len(titles) == 1, f"{path.name}: {len(titles)} H1 titles"
+    for source in _code_cells(path):
+        defined = [type(n).__name__ for n in ast.walk(ast.parse(source))
+                   if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef)]
+        assert not defined, f"{path.name}: {defined} in a code cell:\n{source[:300]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_records_its_parameters_as_run(path):
+    """The setup cell, the first code cell after the parameters, captures the parameters papermill ran the notebook
+    with (`notebook_setup(globals())` or `benchmark_setup(globals(), ...)`), and no cell retypes them for
+    `save_metrics` by hand."""
+    nb = nbformat.read(path, as_version=4)
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    setup = next(c.source for c in nb.cells[index + 1:] if c.cell_type == "code")
+    assert re.search(r"\b(notebook|benchmark)_setup\(globals\(\)", setup), f"{path.name}: setup cell does not capture"
+    for source in _code_cells(path):
+        assert not re.search(r"save_metrics\([^)]*\{\s*\"[A-Z_]+\"\s*:", source), f"{path.name}: parameters retyped"
+
+
 def _requirement_name(req: str) -> str:
     return re.split(r"[<>=!~;\[ ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
 

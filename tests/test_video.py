@@ -5,14 +5,25 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
+from mmduet_core.errors import InputError
 from mmduet_core.tools.bench import synthetic_video
-from mmduet_core.video import VideoError, build_metadata, read_video, source_indices
+from mmduet_core.video import (
+    FrameClock,
+    VideoError,
+    build_metadata,
+    read_video,
+    resize_and_pad,
+    source_indices,
+)
 
 from .conftest import shared_path
 
@@ -99,7 +110,7 @@ def test_frame_count_rules_and_spread_mode():
     ceil, _ = source_indices(95, 30.0, 2.0, rule="ceil")  # 3.17 s -> ceil 7
     floor, _ = source_indices(95, 30.0, 2.0, rule="floor")  # floor 6
     assert (len(ceil), len(floor)) == (7, 6)
-    spread, used = source_indices(300, 30.0, 0, max_frames=10)  # fps <= 0: 10 frames over 10 s
+    spread, used = source_indices(300, 30.0, 0, max_frames=10)  # fps 0: 10 frames over 10 s
     assert used == pytest.approx(1.0) and len(spread) == 10
     capped, _ = source_indices(3000, 30.0, 2.0, max_frames=20)  # truncated, not subsampled
     assert len(capped) == 20 and capped[-1] < 600
@@ -150,3 +161,149 @@ def test_metadata_cache_reuses_and_invalidates(tmp_path, videos):
     later = time.time() + 5
     os.utime(root / "sub" / "30fps.mp4", (later, later))
     assert build_metadata(root, progress=False)["sub/30fps.mp4"]["frame_count"] == 61
+
+
+# ---- the frame clock never invents time ---------------------------------------------------------------------
+
+def _upstream_rule(frame_count, video_fps, fps, max_frames, rule):
+    """Upstream's clock rule, written from the spec: N targets at i / fps, a decoded frame taken for the next
+    target when the clock (1 / video_fps added per frame) has reached it, at most one target per frame."""
+    duration = frame_count / video_fps
+    n = math.ceil(duration * fps) if rule == "ceil" else math.floor(duration * fps)
+    n = min(n, max_frames) if max_frames is not None else n
+    taken, clock = [], 0.0
+    for index in range(frame_count):
+        if len(taken) < n and clock >= len(taken) / fps:
+            taken.append(index)
+        clock += 1 / video_fps
+    return taken
+
+
+@pytest.mark.parametrize("video_fps", [30.0, 30000 / 1001, 25.0, 4.0, 1.0])
+@pytest.mark.parametrize("rule", ["ceil", "floor"])
+def test_upstream_rule_kept_at_or_below_the_video_rate(video_fps, rule):
+    for frame_count in (1, 3, 48, 95, 361):
+        for fps in (0.1, 0.5, 1.0, 2.0, 3.0, 7.0, video_fps / 2, video_fps):
+            if fps > video_fps:
+                continue
+            for max_frames in (None, 5, 400):
+                indices, used = source_indices(frame_count, video_fps, fps, max_frames, rule)
+                assert indices.tolist() == _upstream_rule(frame_count, video_fps, fps, max_frames, rule)
+                assert used == fps
+
+
+def test_rate_above_the_video_keeps_true_times():
+    # a 3-frame 1 fps video read at 2 fps: its frames at 0, 1, 2 s (upstream labelled them 0, 0.5, 1.0 s)
+    indices, used = source_indices(3, 1.0, 2.0)
+    assert indices.tolist() == [0, 1, 2] and used == 1.0
+    assert FrameClock(used).times(3).tolist() == [0.0, 1.0, 2.0]
+    # the same frames upstream would take, only the rate (so the time stamps) differs
+    assert indices.tolist() == _upstream_rule(3, 1.0, 2.0, None, "ceil")
+    # 1000 fps on a 12 s, 4 fps video: the last frame is at 11.75 s (upstream: 0.047 s)
+    indices, used = source_indices(48, 4.0, 1000.0, max_frames=400)
+    assert len(indices) == 48 and used == 4.0
+    assert FrameClock(used).time(47) == pytest.approx(11.75)
+    # max_frames still truncates
+    assert source_indices(48, 4.0, 1000.0, max_frames=10)[0].tolist() == list(range(10))
+
+
+def test_spread_mode_covers_the_whole_video():
+    # 12 s at 4 fps, 400 frames asked for: only 48 exist, so all of them at their own times (upstream: 0-1.41 s)
+    indices, used = source_indices(48, 4.0, 0, max_frames=400)
+    assert len(indices) == 48 and used == 4.0 and FrameClock(used).time(47) == pytest.approx(11.75)
+    # 24 frames over the same video: 2 fps, the last frame in the last second
+    indices, used = source_indices(48, 4.0, 0, max_frames=24)
+    assert len(indices) == 24 and used == pytest.approx(2.0)
+    assert indices[-1] >= 44 and FrameClock(used).time(23) == pytest.approx(11.5)
+    with pytest.raises(InputError, match="needs max_frames"):
+        source_indices(48, 4.0, 0, max_frames=None)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), -1.0, "2"])
+def test_bad_fps_is_one_line_input_error(tmp_path, bad):
+    video = _synthetic(tmp_path / "clip.mp4", 6, 32, 32, 2)
+    with pytest.raises(InputError) as err:
+        read_video(video, fps=bad)
+    message = str(err.value)
+    assert "clip.mp4" in message and repr(bad) in message and "\n" not in message
+    with pytest.raises(InputError):
+        source_indices(6, 2.0, bad)
+    with pytest.raises(InputError, match=r"clip\.mp4.*needs max_frames"):
+        read_video(video, fps=0, max_frames=None)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_read_video_above_rate_and_spread_on_a_file(tmp_path, backend):
+    video = _synthetic(tmp_path / "slow.mp4", 12, 48, 64, 4)  # 3 s at 4 fps
+    clip = read_video(video, fps=10.0, resolution=32, backend=backend)
+    assert len(clip) == 12 and clip.fps == 4.0 and clip.times[-1] == pytest.approx(2.75)
+    spread = read_video(video, fps=0, max_frames=400, resolution=32, backend=backend)
+    assert spread.fps == 4.0 and spread.source_indices.tolist() == list(range(12))
+    assert torch.equal(spread.frames, clip.frames)
+    half = read_video(video, fps=0, max_frames=6, resolution=32, backend=backend)
+    assert half.fps == pytest.approx(2.0) and half.source_indices.tolist() == [0, 2, 4, 6, 8, 10]
+
+
+# ---- memory and pixels of the loader --------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_pixels_identical_to_decode_all_then_resize(videos, backend):
+    """The streaming loader (frames resized a few at a time into one tensor) gives exactly the pixels of the
+    straightforward pipeline: decode every frame, keep the selected ones, resize them all at once."""
+    import av
+
+    path = videos["odd"]
+    clip = read_video(path, fps=7.0, resolution=96, backend=backend)
+    with av.open(str(path)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+    reference = resize_and_pad(torch.from_numpy(np.stack([decoded[i] for i in clip.source_indices])), 96)
+    assert torch.equal(clip.frames, reference)
+
+
+@pytest.mark.timeout(180)
+def test_peak_memory_bounded_by_the_selected_frames(tmp_path):
+    """Peak RSS above imports <= 1.5 x the selected frames + 64 MB (a fresh process: the bench's probe). The
+    old loader (decord batch reads, a list of chunks concatenated at the end) peaked at 220 MB here, for 63 MB of
+    frames (bound 159 MB)."""
+    video = _synthetic(tmp_path / "many.mp4", 150, 240, 320, 30)
+    out = subprocess.run([sys.executable, "-m", "mmduet_core.tools.decode_probe", "ours", str(video), "60", "400"],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["frames"] == 150 and result["indices"] == list(range(150))
+    bound = 1.5 * result["frames_mb"] + 64
+    assert result["peak_mb_above_imports"] <= bound, f"{result['peak_mb_above_imports']:.0f} MB > {bound:.0f} MB"
+
+
+def test_resize_does_not_depend_on_torch_threads():
+    """torch's bilinear kernel rounds a few pixels differently with 2 threads than with 1 at some sizes; frames
+    must not depend on the machine's core count (and the caller's thread setting must survive)."""
+    x = torch.randint(0, 256, (8, 240, 320, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = resize_and_pad(x, 96)
+        torch.set_num_threads(2)
+        two = resize_and_pad(x, 96)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+@pytest.mark.timeout(30)
+def test_decode_ahead_thread_passes_errors_and_stops():
+    from mmduet_core.video import _prefetch
+
+    def frames(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise RuntimeError("damaged frame")
+            yield np.full(1, i)
+
+    assert [int(f[0]) for f in _prefetch(frames(20))] == list(range(20))
+    with pytest.raises(RuntimeError, match="damaged frame"):
+        list(_prefetch(frames(20, fail_at=7)))
+    with pytest.raises(ValueError, match="caller"):  # the caller fails while the decoder is ahead: no hang
+        for f in _prefetch(frames(1000)):
+            if f[0] == 2:
+                raise ValueError("caller")
