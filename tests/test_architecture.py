@@ -17,7 +17,7 @@ LAYERS = [
     {"errors", "__init__", "__version__"},
     {"model", "video", "stream", "data", "evaluation"},  # the core
     {"run", "runner", "training", "toyworld"},
-    {"toyeval", "plots"},
+    {"plots"},
     {"interactive", "reports"},
     {"tools", "checkpoint"},  # `checkpoint` is the old path of model.checkpoint, kept for existing code
     {"cli", "__main__"},

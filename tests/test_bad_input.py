@@ -23,7 +23,8 @@ from mmduet_core.data.benchmarks import DataError, read_benchmark, write_example
 from mmduet_core.errors import InputError
 from mmduet_core.model import checkpoint
 from mmduet_core.model.checkpoint import TOY_DIR, load_model
-from mmduet_core.runner import PRESETS, merge_shards, run_benchmark, run_identity, shard_path, write_settings
+from mmduet_core.run.benchmark import PRESETS, run_benchmark
+from mmduet_core.run.outputs import merge_shards, run_identity, shard_path, write_settings
 from mmduet_core.stream import DuetSession, DuetSettings
 from mmduet_core.video import write_video
 

@@ -31,7 +31,7 @@ from mmduet_core.interactive.explorer import (
     replies_at,
     rule_settings,
 )
-from mmduet_core.runner import settings_path
+from mmduet_core.run.outputs import settings_path
 from mmduet_core.stream import MODES, policy_trace
 
 from .conftest import FIXTURES
@@ -280,8 +280,8 @@ def test_toy_model_reply_cache_replays_live_runs(tmp_path):
     those rules; grounding and highlight explorers on the model's predictions equal their evaluators. Prints the
     time per change of each explorer."""
     from mmduet_core.model.checkpoint import load_model
-    from mmduet_core.runner import run_benchmark
-    from mmduet_core.toyeval import toy_presets
+    from mmduet_core.run.benchmark import run_benchmark
+    from mmduet_core.run.toyeval import toy_presets
     from mmduet_core.toyworld.store import prepare_toy_benchmark
 
     model, tokenizer = load_model("toy", device="cpu")

@@ -19,7 +19,8 @@ from mmduet_core.errors import InputError
 from mmduet_core.model import DuetModel
 from mmduet_core.model.checkpoint import load_model, save_model, tiny_config
 from mmduet_core.model.template import DEFAULT_SYSTEM_PROMPT, train_tokenizer
-from mmduet_core.runner import PRESETS, finished_ids, merge_shards, run_benchmark, settings_path, shard_path
+from mmduet_core.run.benchmark import PRESETS, run_benchmark
+from mmduet_core.run.outputs import finished_ids, merge_shards, settings_path, shard_path
 from mmduet_core.stream import DuetSettings
 from mmduet_core.video import write_video
 
@@ -169,3 +170,21 @@ def test_resume_refuses_other_settings_and_no_resume_starts_over(world, tmp_path
     frames = [len(json.loads(x)["debug_data"]) for x in out.read_text().splitlines()]
     assert frames == [6, 7]  # 3 s and 3.1 s at 2 fps: only the new settings' records
     assert json.loads(settings_path(out).read_text())["settings"]["fps"] == 2.0
+
+
+def test_old_names_still_work():
+    """Names from before the package was reorganised stay usable and say what replaced them."""
+    from mmduet_core import checkpoint, runner
+    from mmduet_core.interactive.demo import DemoSettings
+    from mmduet_core.model import load_model as new_load_model
+    from mmduet_core.run.benchmark import InferenceConfig
+    from mmduet_core.stream import DuetSettings, ResponsePolicy
+
+    assert checkpoint.load_model is new_load_model and runner.PRESETS is PRESETS
+    assert runner.run_benchmark is run_benchmark and runner.infer_example.__module__ == "mmduet_core.run.benchmark"
+    assert PRESETS["charades"].config is PRESETS["charades"].settings
+    policy = ResponsePolicy("sum", 2.0, ("informative_score",), remove_assistant_turns=True)
+    assert InferenceConfig(fps=0.5, max_frames=200, policy=policy) == PRESETS["youcook2"].settings
+    assert DemoSettings("sum score", threshold=1.5).mode == "sum" and isinstance(policy, DuetSettings)
+    for old in (checkpoint, runner, ResponsePolicy, InferenceConfig, DemoSettings):
+        assert "Old name" in old.__doc__ or "Old module path" in old.__doc__

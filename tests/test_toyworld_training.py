@@ -70,7 +70,7 @@ def oracle_world(tmp_path_factory):
 def test_oracle_relevance_matches_the_rendered_frames(oracle_world):
     """The oracle's colour score is positive exactly when the frame shows that colour (its geometry is the
     renderer's), and is 1.0 only when the whole object is on screen."""
-    from mmduet_core.toyeval import oracle_records
+    from mmduet_core.run.toyeval import oracle_records
     from mmduet_core.toyworld import COLOURS, load_split, render_frame
 
     videos = {v.name: v for v in load_split(oracle_world, "test")}
@@ -88,7 +88,7 @@ def test_oracle_relevance_matches_the_rendered_frames(oracle_world):
 def test_oracle_needs_both_colour_and_shape(oracle_world):
     """Perfect relevance nearly solves grounding and scores highest on highlights; ignoring shape or colour
     costs a lot on both, so the toy numbers measure whether a model binds both words of the query."""
-    from mmduet_core.toyeval import evaluate_oracle
+    from mmduet_core.run.toyeval import evaluate_oracle
 
     exact, colour, shape = (evaluate_oracle(oracle_world, "test", m) for m in ("exact", "colour", "shape"))
     assert exact["grounding_R@0.5"] >= 90 and exact["highlight_VeryGood_mAP"] >= 75

@@ -39,7 +39,6 @@ from .modeling import DuetModel
 from .template import setup_tokenizer
 
 DEFAULT_BASE = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
-RELEASED_ADAPTER = "wangyueqian/MMDuet"
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TOY_DIR = ASSETS / "toy_model"
 CONFIGS_DIR = ASSETS / "configs"

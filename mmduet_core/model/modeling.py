@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +28,6 @@ from transformers.utils import ModelOutput
 from ..errors import InputError
 
 IGNORE_INDEX = -100
-PoolMode = Literal["bilinear", "average", "max"]
 
 
 @dataclass
@@ -86,7 +84,7 @@ class DuetModel(LlavaOnevisionForConditionalGeneration):
 
     def pool_frame_grid(self, features: torch.Tensor) -> torch.Tensor:
         """(F, side*side, D) patch features -> (F, frame_num_tokens, D), upstream's post-projector pooling."""
-        frames, patches, dim = features.shape
+        frames, _, dim = features.shape
         side = self.frame_grid_side
         stride = getattr(self.config, "frame_pooling_stride", 4)
         mode = getattr(self.config, "frame_pooling_mode", "bilinear")
@@ -99,7 +97,7 @@ class DuetModel(LlavaOnevisionForConditionalGeneration):
         elif mode == "max":
             grid = F.max_pool2d(grid, stride)
         else:
-            raise ValueError(f"unknown frame_pooling_mode {mode!r}")
+            raise InputError(f"config frame_pooling_mode {mode!r}: use bilinear, average or max")
         return grid.flatten(2).transpose(1, 2)  # (F, side' * side', D), row-major over the grid
 
     def encode_frames(self, frames: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:

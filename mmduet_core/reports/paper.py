@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-PAPER = "arXiv 2411.17991"
 SETTING = "zero-shot, 7B LLMs; MMDuet = LLaVA-OneVision-Qwen2-7B + LoRA + informative/relevance heads, one V100"
 
 # The benchmark (and split) each of upstream's presets stands for.

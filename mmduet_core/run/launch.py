@@ -27,14 +27,6 @@ def launch_state(cpu: bool = False):
     return state if state.num_processes > 1 else None
 
 
-def process_shard(cpu: bool = False) -> tuple[int, int]:
-    """(rank, number of processes) of this process under `accelerate launch` / torchrun, (0, 1) otherwise."""
-    state = launch_state(cpu)
-    return (state.process_index, state.num_processes) if state else (0, 1)
-
-
-
-
 def check_launch() -> None:
     """Refuse `accelerate launch --cpu --num_processes N` (N > 1): accelerate then starts one process, not N (it
     runs several CPU processes only through mpirun), and the work of N would silently run as one."""

@@ -107,10 +107,6 @@ class DuetSettings:
         """False when no frame can ever trigger a reply (mode never, or a probability threshold no score reaches)."""
         return self.mode != "never" and not (self.mode == "prob" and self.reply_threshold >= len(self.score_heads))
 
-    @property
-    def mode_info(self) -> ModeInfo:
-        return MODES[self.mode]
-
     def replace(self, **changes) -> DuetSettings:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)

@@ -26,6 +26,12 @@ REPO = Path(__file__).resolve().parents[2]  # the checkout (tests/ and ../shared
 CHARADES_SHARED = "data/charades_sta/charades_test.json"
 CHARADES_FIXTURE = REPO / "tests" / "fixtures" / "gold" / "charades_test_subset.json"
 YOUCOOK2_FIXTURE = REPO / "tests" / "fixtures" / "gold" / "yc2_val_subset.json"
+
+
+def _shown(path: str | Path) -> str:
+    """A path as reports show it: relative to the checkout when inside it (no machine layout in reports)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
 CLIP_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmduet" / "bench"
 T = TypeVar("T")
 
@@ -97,7 +103,7 @@ def bench_eval(gold: str | Path | None = None, repeat: int = 1, seed: int = 0) -
     vec_time, vec = timed(lambda: frame_ious(s_pad, lengths, gmask, windows, thresholds), repeat)
     loop_time, looped = timed(loop, repeat)
     full_time, _ = timed(lambda: frame_ious(s_pad, lengths, gmask, WINDOWS, THRESHOLDS), repeat)
-    return {"benchmark": "eval", "gold": str(gold), "queries": len(examples), "timing": timing_note(repeat),
+    return {"benchmark": "eval", "gold": _shown(gold), "queries": len(examples), "timing": timing_note(repeat),
             "grid_compared": f"{len(windows)} windows x {len(thresholds)} thresholds",
             "loop_s": round(loop_time, 3), "vectorised_s": round(vec_time, 4), "ratio": round(loop_time / vec_time, 1),
             "identical_ious": bool(np.allclose(np.asarray(looped), vec)), "full_sweep_vectorised_s": round(full_time, 3),
@@ -134,7 +140,7 @@ def bench_eval_dvc(gold: str | Path = YOUCOOK2_FIXTURE, limit: int | None = None
         pred.write_text("".join(json.dumps(r) + "\n" for r in _dvc_replies(examples, seed)))
         cold, first = timed(lambda: evaluate_dvc(pred, gold_file))
         warm, second = timed(lambda: evaluate_dvc(pred, gold_file))
-    return {"benchmark": "eval dvc", "gold": str(gold), "videos": len(examples), "cold_s": round(cold, 3),
+    return {"benchmark": "eval dvc", "gold": _shown(gold), "videos": len(examples), "cold_s": round(cold, 3),
             "warm_s": round(warm, 3), "ratio": round(cold / warm, 1), "identical_metrics": first == second,
             "note": "evaluate_dvc called twice in one process on the same files"}
 

@@ -58,15 +58,6 @@ class Visit:
             return f"a {self.colour} {self.shape} turns {self.new_colour} and moves {self.direction}"
         return f"a {self.colour} {self.shape} moves {self.direction}"
 
-    def query_names(self) -> list[str]:
-        names = [f"a {self.colour} {self.shape}"]
-        if self.new_colour:
-            names.append(f"a {self.new_colour} {self.shape}")
-        return names
-
-    def visible_fraction(self, t0: float, t1: float) -> float:
-        return max(0.0, min(t1, self.end) - max(t0, self.start)) / (t1 - t0)
-
 
 @dataclass
 class ToyVideo:
