@@ -150,3 +150,9 @@ def test_no_dead_code(tmp_path):
     unused = [line for line in out.stdout.splitlines() if line.startswith(str(ROOT / "mmduet_core"))
               or line.startswith("mmduet_core")]
     assert not unused, "unused code:\n" + "\n".join(unused)
+
+
+def test_ruff_is_clean():
+    """The style and import checks `make lint` runs, over the package, the tests and the notebooks."""
+    out = subprocess.run([str(VENV_BIN / "ruff"), "check", str(ROOT)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:]
