@@ -47,6 +47,23 @@ class _Mark:
     tokens: int
 
 
+class Lookahead:
+    """How many frames to prefill at once while replies stay in the context: a kept reply discards the prefill
+    after it, so prefill as far as the last gap between replies (the next is likely as far), doubling while none
+    comes."""
+
+    def __init__(self, most: int):
+        self.most = self.frames = most
+        self.since_reply = 0
+
+    def after_segment(self, frames: int, kept_reply: bool) -> None:
+        self.since_reply += frames
+        if kept_reply:
+            self.frames, self.since_reply = max(1, self.since_reply), 0
+        else:
+            self.frames = min(self.most, 2 * self.frames)
+
+
 class DuetSession:
     """One video stream with one KV cache (in the manner of sam2's video predictor: state in one object).
 
@@ -78,8 +95,7 @@ class DuetSession:
         s = self.settings
         self.replier = Replier(self.model, self.tokenizer, self.ids.generate, s.max_new_tokens, s.repetition_penalty)
         self.token_log: list[int] = []
-        self._speculate = self.settings.chunk_frames  # frames prefilled ahead while replies stay in the context
-        self._since_reply = 0  # frames since the last kept reply
+        self._ahead = Lookahead(self.settings.chunk_frames)
 
     @property
     def video_time(self) -> float:
@@ -147,7 +163,7 @@ class DuetSession:
         if s.kv_window_frames is not None:
             limit = min(limit, s.kv_window_frames)
         if s.can_reply and not s.remove_assistant_turns:
-            limit = min(limit, self._speculate)  # a kept reply discards the prefill after it
+            limit = min(limit, self._ahead.frames)  # a kept reply discards the prefill after it
         if self.pending:
             due = self.clock.first_frame_at(self.pending[0][0], self.frame_index + 1, self.frame_index + limit)
             limit = limit if due is None else due - self.frame_index
@@ -193,17 +209,8 @@ class DuetSession:
             texts = self.replier.outside(self.cache, [(length, position) for _, length, position in firing])
             for (step, _, _), text in zip(firing, texts, strict=True):
                 step.reply = text
-        self._plan_speculation(kept_reply=steps[-1][1] is None, frames=len(steps))
+        self._ahead.after_segment(frames=len(steps), kept_reply=steps[-1][1] is None)
         return steps
-
-    def _plan_speculation(self, kept_reply: bool, frames: int) -> None:
-        """Kept replies end a segment and discard its prefill after them: prefill next as far ahead as the last gap
-        between replies (the next reply is likely as far), doubling while no reply comes."""
-        self._since_reply += frames
-        if kept_reply:
-            self._speculate, self._since_reply = max(1, self._since_reply), 0
-        else:
-            self._speculate = min(self.settings.chunk_frames, 2 * self._speculate)
 
     def _commit(self, step: StepRecord) -> None:
         if step.reply is not None and self.settings.suppress_repeats and step.reply == self._last_reply():
