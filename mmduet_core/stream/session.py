@@ -35,8 +35,8 @@ from .settings import DuetSettings
 
 
 @dataclass
-class _Mark:
-    """The session's state right after one frame of a segment, to cut the segment back to it."""
+class Mark:
+    """A session's state right after one frame of a segment, to cut the segment back to it."""
 
     cache_length: int
     position: int
@@ -45,6 +45,18 @@ class _Mark:
     window: FrameWindow
     history: int
     tokens: int
+
+    @classmethod
+    def take(cls, session: DuetSession, cache_length: int, position: int) -> Mark:
+        return cls(cache_length, position, session.context.copy(), session.policy.copy(), session.window.copy(),
+                   len(session.replier.history), len(session.token_log))
+
+    def restore(self, session: DuetSession) -> None:
+        session.cache.truncate(self.cache_length)
+        session.position, session.context, session.policy = self.position, self.context, self.policy
+        session.window = self.window
+        del session.replier.history[self.history:]
+        del session.token_log[self.tokens:]
 
 
 class Lookahead:
@@ -62,6 +74,30 @@ class Lookahead:
             self.frames, self.since_reply = max(1, self.since_reply), 0
         else:
             self.frames = min(self.most, 2 * self.frames)
+
+
+def segment_length(session: DuetSession, frames: torch.Tensor) -> int:
+    """Frames to prefill in one forward: up to the next queued message, within the speed settings."""
+    s = session.settings
+    limit = min(len(frames), s.chunk_frames, max(1, s.max_prefill_tokens // frames.shape[1]))
+    if s.kv_window_frames is not None:
+        limit = min(limit, s.kv_window_frames)
+    if s.can_reply and not s.remove_assistant_turns:
+        limit = min(limit, session.lookahead.frames)  # a kept reply discards the prefill after it
+    if session.pending:
+        start = session.frame_index
+        due = session.clock.first_frame_at(session.pending[0][0], start + 1, start + limit)
+        limit = limit if due is None else due - start
+    return limit
+
+
+def checked_message(text, time) -> tuple[float, str]:
+    """A user message's (time, text), or an `InputError` saying what is wrong with it."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"a user message must be non-empty text, got {text!r}")
+    if isinstance(time, bool) or not isinstance(time, int | float) or not math.isfinite(time):
+        raise InputError(f"message {text[:40]!r}: time must be a finite number of seconds, not {time!r}")
+    return float(time), text
 
 
 class DuetSession:
@@ -95,7 +131,7 @@ class DuetSession:
         s = self.settings
         self.replier = Replier(self.model, self.tokenizer, self.ids.generate, s.max_new_tokens, s.repetition_penalty)
         self.token_log: list[int] = []
-        self._ahead = Lookahead(self.settings.chunk_frames)
+        self.lookahead = Lookahead(self.settings.chunk_frames)
 
     @property
     def video_time(self) -> float:
@@ -105,14 +141,10 @@ class DuetSession:
     def add_user_message(self, text: str, time: float | None = None) -> None:
         """Queue a message, read before the first frame whose time is >= `time` (default: the next frame). One
         message is read per frame, as upstream; messages still queued when the frames run out are never read."""
-        time = self.video_time if time is None else time
-        if not isinstance(text, str) or not text.strip():
-            raise InputError(f"a user message must be non-empty text, got {text!r}")
-        if isinstance(time, bool) or not isinstance(time, int | float) or not math.isfinite(time):
-            raise InputError(f"message {text[:40]!r}: time must be a finite number of seconds, not {time!r}")
-        self.pending.append((float(time), text))
+        time, text = checked_message(text, self.video_time if time is None else time)
+        self.pending.append((time, text))
         self.pending.sort(key=lambda item: item[0])
-        self.responses.append({"time": float(time), "content": text, "role": "user"})
+        self.responses.append({"time": time, "content": text, "role": "user"})
 
     # ---- frames -------------------------------------------------------------------------------------------------
 
@@ -134,11 +166,11 @@ class DuetSession:
                     yield step
                 except GeneratorExit:  # the caller stopped reading: undo the frames it never saw
                     if k + 1 < len(segment):
-                        self._restore(mark)
+                        mark.restore(self)
                     raise
                 done += 1
                 if k + 1 < len(segment) and self._message_due():
-                    self._restore(mark)  # read the new message before the next frame, as the sequential loop would
+                    mark.restore(self)  # read the new message before the next frame, as the sequential loop would
                     break
             self.window.apply(self.cache)
 
@@ -156,25 +188,12 @@ class DuetSession:
             self.token_log.extend(ids)
         return text
 
-    def _segment_length(self, frames: torch.Tensor) -> int:
-        """Frames to prefill in one forward: up to the next queued message, within the speed settings."""
-        s = self.settings
-        limit = min(len(frames), s.chunk_frames, max(1, s.max_prefill_tokens // frames.shape[1]))
-        if s.kv_window_frames is not None:
-            limit = min(limit, s.kv_window_frames)
-        if s.can_reply and not s.remove_assistant_turns:
-            limit = min(limit, self._ahead.frames)  # a kept reply discards the prefill after it
-        if self.pending:
-            due = self.clock.first_frame_at(self.pending[0][0], self.frame_index + 1, self.frame_index + limit)
-            limit = limit if due is None else due - self.frame_index
-        return limit
-
-    def _run_segment(self, frames: torch.Tensor) -> list[tuple[StepRecord, _Mark | None]]:
+    def _run_segment(self, frames: torch.Tensor) -> list[tuple[StepRecord, Mark | None]]:
         """Prefill a segment of frames, decide frame by frame, reply where the rule fires. Returns the steps done
         (fewer than prefilled when a kept reply invalidates the rest), each with the state right after it."""
         self.window.apply(self.cache)
         message = self._feed_due_message()
-        n, per = self._segment_length(frames), frames.shape[1]
+        n, per = segment_length(self, frames), frames.shape[1]
         prefix = self.context.before_frame()
         embeds = frames[:n].reshape(1, n * per, -1).to(self.model.dtype)  # (1, n * per, D)
         if prefix:
@@ -204,12 +223,12 @@ class DuetSession:
             elif fired:
                 firing.append((step, start_len + end, start_pos + end))
             self.context.after_frame(fired)
-            steps.append((step, self._mark(start_len + end, start_pos + end)))
+            steps.append((step, Mark.take(self, start_len + end, start_pos + end)))
         if firing:
             texts = self.replier.outside(self.cache, [(length, position) for _, length, position in firing])
             for (step, _, _), text in zip(firing, texts, strict=True):
                 step.reply = text
-        self._ahead.after_segment(frames=len(steps), kept_reply=steps[-1][1] is None)
+        self.lookahead.after_segment(frames=len(steps), kept_reply=steps[-1][1] is None)
         return steps
 
     def _commit(self, step: StepRecord) -> None:
@@ -235,18 +254,6 @@ class DuetSession:
             self.token_log.extend(fed)
         self.context.after_frame(True, tail)
         return text
-
-    # ---- cutting a segment back ---------------------------------------------------------------------------------
-
-    def _mark(self, cache_length: int, position: int) -> _Mark:
-        return _Mark(cache_length, position, self.context.copy(), self.policy.copy(), self.window.copy(),
-                     len(self.replier.history), len(self.token_log))
-
-    def _restore(self, mark: _Mark) -> None:
-        self.cache.truncate(mark.cache_length)
-        self.position, self.context, self.policy, self.window = mark.position, mark.context, mark.policy, mark.window
-        del self.replier.history[mark.history:]
-        del self.token_log[mark.tokens:]
 
     # ---- output -------------------------------------------------------------------------------------------------
 
