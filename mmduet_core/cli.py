@@ -67,16 +67,16 @@ def _cmd_validate(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     coverage = "predictions" if args.score_intersection else "gold"
+    given = {k: v for k, v in (("window", args.window), ("threshold", args.threshold)) if v is not None}
     if args.benchmark == "highlight":
         from .evaluation.highlight import evaluate_highlight
 
-        result = evaluate_highlight(args.pred, args.gold, window=args.window if args.window is not None else 2,
-                                    sweep=args.sweep, coverage=coverage)
+        given.pop("threshold", None)
+        result = evaluate_highlight(args.pred, args.gold, sweep=args.sweep, coverage=coverage, **given)
     elif args.benchmark == "grounding":
         from .evaluation.grounding import evaluate_grounding
 
-        result = evaluate_grounding(args.pred, args.gold, window=args.window if args.window is not None else 6,
-                                    threshold=args.threshold, sweep=args.sweep, coverage=coverage)
+        result = evaluate_grounding(args.pred, args.gold, sweep=args.sweep, coverage=coverage, **given)
     elif args.benchmark == "dvc":
         from .evaluation.dvc import evaluate_dvc
 
@@ -344,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("benchmark", choices=["highlight", "grounding", "dvc", "magqa"])
     p.add_argument("--pred", required=True, help="inference records (JSONL) or a submission/result file")
     p.add_argument("--gold", required=True)
-    p.add_argument("--window", type=int, help="smoothing window (highlight: 2, grounding: 6)")
-    p.add_argument("--threshold", type=float, default=0.5, help="grounding: normalised relevance threshold")
+    p.add_argument("--window", type=int, help="smoothing window (default: the paper's, highlight 2, grounding 6)")
+    p.add_argument("--threshold", type=float, help="grounding: normalised relevance threshold (default 0.5)")
     p.add_argument("--sweep", action="store_true", help="every window (and threshold), with the oracle row")
     p.add_argument("--score-intersection", action="store_true",
                    help="score only ids present in both files (default: every gold id; a missing prediction "
