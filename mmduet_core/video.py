@@ -3,8 +3,8 @@
 Upstream decodes every frame with OpenCV and keeps a frame when a clock, advanced by 1 / video_fps per decoded
 frame, reaches the next target time i / fps. `source_indices` computes exactly which source frames that rule
 keeps (float accumulation included); `read_video` decodes the video in order with PyAV, converts and resizes
-only those frames, and writes them into one pre-allocated tensor, so memory is the selected frames plus one
-decoded frame, whatever the video's length. (decord is an explicit alternative, `backend="decord"`: the same
+only those frames, and writes them into one pre-allocated tensor, so memory is the selected frames plus a
+few decoded frames, whatever the video's length. (decord is an explicit alternative, `backend="decord"`: the same
 frames, but its reader's buffers grow with the length of the video: about 130 MB above the frames for a
 2-minute 360p clip, against 15 MB for PyAV.)
 
@@ -102,6 +102,14 @@ class Clip:
 
 # ---- which frames -------------------------------------------------------------------------------------------
 
+def check_fps(fps, where: str = "") -> None:
+    """A requested frame rate: a finite number > 0, or 0 to spread max_frames over the video; else an
+    `InputError` prefixed with `where` (e.g. the file)."""
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps < 0:
+        raise InputError(f"{where}fps must be a finite number > 0, or 0 to spread max_frames over the video; "
+                         f"got {fps!r}")
+
+
 def source_indices(frame_count: int, video_fps: float, fps: float, max_frames: int | None = None,
                    rule: FrameCountRule = "ceil") -> tuple[np.ndarray, float]:
     """Indices of the decoded frames to keep, and the frame rate they are at (frame k is at k / that rate).
@@ -115,8 +123,7 @@ def source_indices(frame_count: int, video_fps: float, fps: float, max_frames: i
       read at 2 fps would put its 2 s frame at 1 s. Here every frame is kept at its own time: the indices are
       the same, the returned rate is the video's.
     """
-    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps < 0:
-        raise InputError(f"fps must be a finite number >= 0 (0 spreads max_frames over the video), not {fps!r}")
+    check_fps(fps)
     if video_fps <= 0 or frame_count <= 0:
         return np.zeros(0, dtype=np.int64), float(fps)
     duration = frame_count / video_fps
@@ -246,6 +253,9 @@ def _decode_decord(path: Path, indices: np.ndarray, reader=None) -> Iterator[np.
         position = index + 1
 
 
+DECODE_THREADS = 4  # at most this many PyAV decoder threads
+
+
 def _decode_pyav(path: Path, indices: np.ndarray, reader=None) -> Iterator[np.ndarray]:
     """As `_decode_decord`, with PyAV: every frame up to the last kept one is decoded, the kept ones converted."""
     import av
@@ -255,6 +265,9 @@ def _decode_pyav(path: Path, indices: np.ndarray, reader=None) -> Iterator[np.nd
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        # FFmpeg's own choice is one thread per core + 1, each holding a frame in flight: capped, so memory
+        # stays "the selected frames plus a few decoded ones" on a many-core machine too
+        stream.thread_count = min(DECODE_THREADS, (os.cpu_count() or 1) + 1)
         for index, frame in enumerate(container.decode(stream)):
             if index == target:
                 yield frame.to_ndarray(format="rgb24")
@@ -306,13 +319,7 @@ def _prefetch(frames: Iterator[np.ndarray], depth: int = 4) -> Iterator[np.ndarr
         worker.join()
 
 
-def _check_fps(path: Path, fps) -> None:
-    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps < 0:
-        raise InputError(f"{path}: fps must be a finite number > 0, or 0 to spread max_frames over the video; "
-                         f"got {fps!r}")
-
-
-RESIZE_BATCH_MB = 8  # float32 input of one resize call: a few frames at once, so memory stays bounded
+RESIZE_BATCH_MB = 2  # float32 input of one resize call: a frame or a few; resize memory (about 3x this) stays small
 
 
 def read_video(path: str | Path, fps: float = 2.0, max_frames: int | None = 400, resolution: int = 384,
@@ -329,7 +336,7 @@ def read_video(path: str | Path, fps: float = 2.0, max_frames: int | None = 400,
     (resized `RESIZE_BATCH_MB` of float pixels at a time), whatever the video's length.
     """
     path = Path(path)
-    _check_fps(path, fps)
+    check_fps(fps, f"{path}: ")
     if fps == 0 and not max_frames:
         raise InputError(f"{path}: fps 0 spreads max_frames over the video, so it needs max_frames, not {max_frames!r}")
     backend = _pick_backend(backend)

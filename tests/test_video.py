@@ -264,14 +264,16 @@ def test_pixels_identical_to_decode_all_then_resize(videos, backend):
 def test_peak_memory_bounded_by_the_selected_frames(tmp_path):
     """Peak RSS above imports <= 1.5 x the selected frames + 64 MB (a fresh process: the bench's probe). The
     old loader (decord batch reads, a list of chunks concatenated at the end) peaked at 220 MB here, for 63 MB of
-    frames (bound 159 MB)."""
+    frames (bound 159 MB); resizing 8 frames at a time, 118 MB on a 2-core machine and 165 MB in one CI run;
+    a frame or two at a time with at most 4 decoder threads, 95 MB."""
     video = _synthetic(tmp_path / "many.mp4", 150, 240, 320, 30)
     out = subprocess.run([sys.executable, "-m", "mmduet_core.tools.decode_probe", "ours", str(video), "60", "400"],
                          capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["frames"] == 150 and result["indices"] == list(range(150))
     bound = 1.5 * result["frames_mb"] + 64
-    assert result["peak_mb_above_imports"] <= bound, f"{result['peak_mb_above_imports']:.0f} MB > {bound:.0f} MB"
+    assert result["peak_mb_above_imports"] <= bound, \
+        f"{result['peak_mb_above_imports']:.0f} MB > {bound:.0f} MB ({result['cpus']} cpus)"
 
 
 def test_resize_does_not_depend_on_torch_threads():

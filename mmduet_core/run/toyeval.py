@@ -15,6 +15,7 @@ from ..evaluation.highlight import evaluate_highlight
 from ..evaluation.magqa import evaluate_magqa
 from ..toyworld.store import load_split
 from ..toyworld.world import OBJECT_AREA, TOY_FPS, on_screen
+from ..video import FrameClock
 from .benchmark import PRESETS, run_benchmark
 
 TOY_GROUNDING = {"window": 2, "threshold": 0.5}  # the toy table's grounding setting (upstream's Charades script)
@@ -43,8 +44,7 @@ def oracle_records(world: str | Path, split: str, kind: str, match: str = "exact
         _, colour, shape = example["query"].split(" ")
         wanted = {"exact": (colour, shape), "colour": (colour, None), "shape": (None, shape)}[match]
         debug = []
-        for k in range(math.ceil(example["duration"] * TOY_FPS)):
-            t = k / TOY_FPS
+        for t in FrameClock(TOY_FPS).times(math.ceil(example["duration"] * TOY_FPS)).tolist():
             score = max((mask.sum() / OBJECT_AREA[v.shape] for v, c, _, _, mask in on_screen(video, t)
                          if wanted[0] in (None, c) and wanted[1] in (None, v.shape)), default=0.0)
             debug.append({"time": t, "informative_score": 0.0, "relevance_score": round(float(score), 4)})

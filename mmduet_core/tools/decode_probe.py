@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -92,7 +93,7 @@ def main(argv: list[str]) -> dict:
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "frames": int(len(frames)), "indices": [int(i) for i in indices],
             "checksum": int(frames.sum(dtype=np.int64)), "frames_mb": frames.nbytes / 2**20,
-            "peak_mb_above_imports": peak_mb() - baseline, "peak_exact": exact}
+            "peak_mb_above_imports": peak_mb() - baseline, "peak_exact": exact, "cpus": os.cpu_count()}
 
 
 if __name__ == "__main__":
