@@ -16,7 +16,7 @@ trainer.DuetTrainer.model_accepts_loss_kwargs  # read by Trainer
 _.num_items_in_batch  # Trainer.compute_loss's signature
 _.padding_side, _.chat_template, _.pre_tokenizer  # tokenizer attributes transformers / tokenizers read
 _.continuous_update, _.icon  # ipywidgets traits
-_.thread_type, _.pix_fmt  # PyAV stream attributes
+_.thread_type, _.thread_count, _.pix_fmt  # PyAV stream attributes
 _.exclude_input_prompt, _.exclude_output_prompt  # nbconvert exporter traits
 _.encode_seconds, _.processes  # RunSummary fields reported in the JSON summary
 __getattr__  # module-level lazy exports (PEP 562)
