@@ -450,11 +450,23 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import InputError
 
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except InputError as exc:  # bad input: one clear line, no traceback (anything else is a bug: traceback)
         message = " ".join(str(exc).splitlines())
         print(f"mmduet {args.command}: error: {message}", file=sys.stderr)
         return 2
+    _end_process_group()
+    return code
+
+
+def _end_process_group() -> None:
+    """Tear down a launched run's process group once the command has finished. Left to interpreter exit, gloo's
+    worker threads are destroyed mid-finalisation and a process that did all its work can still abort
+    ("terminate called without an active exception"). Only after success: a rank that failed must not wait on
+    the others here."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
