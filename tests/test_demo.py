@@ -233,6 +233,10 @@ def test_player_shows_errors_instead_of_raising(player):
     player.message.value = "hello"
     player.send_button.click()
     assert "start a video first" in player.error.value
+    player.video_path.value = "/no/<b>such</b>.mp4"  # a message is shown as text, never as markup
+    player.start_button.click()
+    assert "/no/&lt;b&gt;such&lt;/b&gt;.mp4: no such video file" in player.error.value
+    assert player.last_error == "FileNotFoundError: /no/<b>such</b>.mp4: no such video file"
 
 
 def test_player_upload_goes_to_disk_not_widget_state(player, tmp_path):

@@ -31,9 +31,8 @@ import random
 import shutil
 import tempfile
 import time
-import traceback
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +81,7 @@ from ..run.outputs import settings_path
 from ..stream import HEADS, MODES, DuetSettings, policy_trace
 from .demo import mode_rule_html, threshold_control
 from .svg import Canvas, Panel, colour_bar, heatmap_cells
-from .widgets import range_threshold_slider
+from .widgets import ShowsErrors, range_threshold_slider
 
 GROUNDING_KEYS = ("mIoU", "R@0.3", "R@0.5", "R@0.7")
 HIGHLIGHT_KEYS = tuple(f"HL-min-{level}-{kind}" for level in ("Fair", "Good", "VeryGood") for kind in ("mAP", "Hit1"))
@@ -504,7 +503,7 @@ def dvc_timelines_svg(cache: ReplyCache, qids: Sequence, settings: DuetSettings)
 Data = GroundingData | HighlightData | ReplyCache
 
 
-class PolicyExplorer(w.VBox):
+class PolicyExplorer(ShowsErrors, w.VBox):
     """Window, threshold and reply mode over a predictions file's cached scores: the metrics, the sweep position
     and the timelines of chosen queries follow each change at once, computed by the evaluators' code.
 
@@ -523,7 +522,6 @@ class PolicyExplorer(w.VBox):
         self._baseline_label = ""
         self.last_update_s = 0.0
         self.update_times: list[float] = []  # seconds each change took (compute and draw), for measurements
-        self.last_error: str | None = None
         self._adjusting = False
         self._thresholds: dict[str, float] = {}  # dense captioning: each mode keeps its own threshold
         self._results: dict = {}  # dense captioning: evaluated settings -> result (a revisit costs nothing)
@@ -599,18 +597,6 @@ class PolicyExplorer(w.VBox):
         self.heads.observe(self._guard(self._on_heads), names=["value"])
         self.metric.observe(self._guard(self._on_metric), names=["value"])
         self.queries.observe(self._guard(self._on_queries), names=["value"])
-
-    def _guard(self, callback: Callable) -> Callable:
-        """Callbacks show their errors in the explorer instead of losing them in the kernel log."""
-        def run(*args):
-            try:
-                callback(*args)
-            except Exception as exc:  # noqa: BLE001
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self.error.value = f"<span style='color:#b00020;font-size:12px'>{html.escape(self.last_error)}</span>"
-                if not isinstance(exc, ValueError):
-                    traceback.print_exception(exc)
-        return run
 
     # ---- one update method per observed trait ----------------------------------------------------------------
 
@@ -696,7 +682,7 @@ class PolicyExplorer(w.VBox):
         if not self._ready:
             return
         started = time.perf_counter()
-        self.error.value, self.last_error = "", None
+        self._clear_error()
         if metrics:
             self.result = self.compute()
             self.metrics_view.value = metrics_html(self.result, self._keys, self.baseline, self._baseline_label)

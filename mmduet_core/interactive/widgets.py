@@ -13,6 +13,7 @@ lock). Without a running event loop (tests, scripts) `step()` drives it by hand.
 from __future__ import annotations
 
 import asyncio
+import html
 import tempfile
 import time
 import traceback
@@ -55,7 +56,32 @@ def range_threshold_slider(slider: w.FloatSlider, mode: str, heads: int, remembe
     return control
 
 
-class DuetPlayer(w.VBox):
+class ShowsErrors:
+    """For a widget with an `error` HTML line: callbacks show their errors there (and in `last_error`) instead of
+    losing them in the kernel log; a bad input is one line, anything else also prints its traceback."""
+
+    error: w.HTML
+    last_error: str | None = None
+
+    def _guard(self, callback: Callable) -> Callable:
+        def run(*args):
+            try:
+                callback(*args)
+            except Exception as exc:  # noqa: BLE001
+                self._show_error(exc)
+        return run
+
+    def _show_error(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.error.value = f"<span style='color:#b00020;font-size:12px'>{html.escape(self.last_error)}</span>"
+        if not isinstance(exc, ValueError | FileNotFoundError):
+            traceback.print_exception(exc)
+
+    def _clear_error(self) -> None:
+        self.error.value, self.last_error = "", None
+
+
+class DuetPlayer(ShowsErrors, w.VBox):
     """Video, settings, Start / Pause / Stop, the current frame, live scores, the chat and a message box."""
 
     def __init__(self, model, tokenizer, examples: Sequence[DemoExample] = (), video: str | Path | None = None,
@@ -66,7 +92,6 @@ class DuetPlayer(w.VBox):
         self.upload_dir = Path(upload_dir or tempfile.mkdtemp(prefix="mmduet-upload-"))
         self.playback: DuetPlayback | None = None
         self.state = "ready"
-        self.last_error: str | None = None
         self.step_seconds: list[float] = []  # time each frame took to process and draw (the pace indicator)
         self._task: asyncio.Task | None = None
         self._paused = False
@@ -147,21 +172,6 @@ class DuetPlayer(w.VBox):
         with warnings.catch_warnings():  # Enter in the box. ipywidgets suggests observing `value` instead, which
             warnings.simplefilter("ignore", DeprecationWarning)  # also fires on blur and would send half-typed text
             self.message.on_submit(self._guard(lambda _: self.send()))
-
-    def _guard(self, callback: Callable) -> Callable:
-        """Widget callbacks show their errors in the player instead of losing them in the kernel log."""
-        def run(*args):
-            try:
-                callback(*args)
-            except Exception as exc:  # noqa: BLE001
-                self._show_error(exc)
-        return run
-
-    def _show_error(self, exc: BaseException) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        self.error.value = f"<span style='color:#b00020;font-size:12px'>{self.last_error}</span>"
-        if not isinstance(exc, ValueError | FileNotFoundError):
-            traceback.print_exception(exc)
 
     # ---- settings -----------------------------------------------------------------------------------------
 
@@ -250,7 +260,7 @@ class DuetPlayer(w.VBox):
         """Load the video with the current settings and start playing (a message in the box is sent first, at
         time 0). Without a running event loop, nothing plays until `step()` is called."""
         self.stop()
-        self.error.value, self.last_error = "", None
+        self._clear_error()
         settings = self.settings()
         video = self.video_file()
         if video is None:
