@@ -7,6 +7,13 @@ command line prints it as one line and exits 2; any other exception is a bug of 
 
 from __future__ import annotations
 
+import math
+
 
 class InputError(ValueError):
     """Bad input from the user: the message is one line naming the file, record or option and the field."""
+
+
+def is_finite_number(value) -> bool:
+    """An int or float that is finite; not a bool, not a numeric string (what every numeric input field takes)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from .errors import InputError, is_finite_number
 
 FrameCountRule = Literal["ceil", "floor"]
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
@@ -105,7 +105,7 @@ class Clip:
 def check_fps(fps, where: str = "") -> None:
     """A requested frame rate: a finite number > 0, or 0 to spread max_frames over the video; else an
     `InputError` prefixed with `where` (e.g. the file)."""
-    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps < 0:
+    if not is_finite_number(fps) or fps < 0:
         raise InputError(f"{where}fps must be a finite number > 0, or 0 to spread max_frames over the video; "
                          f"got {fps!r}")
 

@@ -13,13 +13,12 @@ grounding (Charades-STA): `timestamps` = [[s, e], ...]; highlight (QVHighlights)
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from ..errors import InputError
+from ..errors import InputError, is_finite_number
 
 Benchmark = Literal["dvc", "magqa", "grounding", "highlight"]
 BENCHMARKS: tuple[str, ...] = ("dvc", "magqa", "grounding", "highlight")
@@ -101,12 +100,8 @@ def _located(path: Path, index: int, qid, reason: str, lines: list[int]) -> str:
     return f"{path} example {index} (question_id {qid!r}): {reason}{where}"
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _check_time(t, duration: float | None, what: str) -> None:
-    if not _is_number(t):
+    if not is_finite_number(t):
         raise ValueError(f"{what} is not a number: {t!r}")
     if t < 0 or (duration is not None and t > duration + TIME_SLACK):
         raise ValueError(f"{what} {t} is outside the video (0 to {duration})")
@@ -134,7 +129,7 @@ def validate_example(example: dict, benchmark: Benchmark, strict: bool = True, g
     if not isinstance(example["video"], str) or not example["video"]:
         raise ValueError(f"video must be a relative path, got {example['video']!r}")
     duration = example.get("duration", example.get("video_duration"))
-    if duration is not None and (not _is_number(duration) or duration <= 0):
+    if duration is not None and (not is_finite_number(duration) or duration <= 0):
         raise ValueError(f"duration must be a positive number, got {duration!r}")
     conv = example["conversation"]
     if not isinstance(conv, list) or not conv:
@@ -176,7 +171,7 @@ def validate_example(example: dict, benchmark: Benchmark, strict: bool = True, g
             raise ValueError("relevant_clip_ids and saliency_scores must be lists of the same length")
         if not all(isinstance(i, int) and i >= 0 for i in ids):
             raise ValueError("relevant_clip_ids must be non-negative integers")
-        if not all(isinstance(s, list) and all(_is_number(v) for v in s) for s in scores):
+        if not all(isinstance(s, list) and all(is_finite_number(v) for v in s) for s in scores):
             raise ValueError("saliency_scores must be lists of numbers (one per annotator)")
 
 

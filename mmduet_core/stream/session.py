@@ -17,13 +17,12 @@ message added while the steps of a prefilled segment are being read, cuts the se
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, is_finite_number
 from ..model import DuetModel, positive_probability
 from ..video import FrameClock
 from .cache import DuetCache, FrameWindow
@@ -95,7 +94,7 @@ def checked_message(text, time) -> tuple[float, str]:
     """A user message's (time, text), or an `InputError` saying what is wrong with it."""
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"a user message must be non-empty text, got {text!r}")
-    if isinstance(time, bool) or not isinstance(time, int | float) or not math.isfinite(time):
+    if not is_finite_number(time):
         raise InputError(f"message {text[:40]!r}: time must be a finite number of seconds, not {time!r}")
     return float(time), text
 
